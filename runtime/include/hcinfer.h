@@ -124,7 +124,8 @@ HCI_API hci_quant_params hci_quant_default_params(void);
 // at float16 precision, integer zero points) and factors each residual E = W - deq(Q(W)) by a
 // truncated SVD (float64 LAPACK) into ordered factors with B = U sqrt(S), A = sqrt(S) V^T.
 // Replaces any earlier quantization (always from the original weights) and sets every layer's
-// active rank to min(max_rank, d_out, d_in). `progress` counts finished layers.
+// active rank to min(max_rank, d_out, d_in). `progress` counts finished layers among the selected
+// ones (n_linears with the default selection).
 HCI_API hci_status hci_model_quantize(hci_model* model, const hci_quant_params* params,
                               int64_t* progress, const int32_t* cancel, char* err, size_t err_len);
 
@@ -142,7 +143,7 @@ typedef struct hci_linear_info {
   int32_t d_out;            // rows of W
   int32_t d_in;             // columns of W
   int32_t bits;             // 0 when not quantized
-  int32_t group_size;       // as quantized (-1 = per row)
+  int32_t group_size;       // input columns per group as quantized (d_in when per row); 0 if not
   int32_t max_rank;         // factors stored
   int32_t rank;             // factors in use
   double rel_err_quant;     // ||W - deq(Q(W))||_F / ||W||_F
@@ -153,6 +154,7 @@ HCI_API hci_status hci_model_get_linear(const hci_model* model, int32_t index, h
                                 char* err, size_t err_len);
 
 // Singular values of linear `index`'s residual, largest first: writes min(n, max_rank) doubles.
+// `out` may be NULL when n is 0.
 HCI_API hci_status hci_model_get_singular_values(const hci_model* model, int32_t index, double* out,
                                          int32_t n, int32_t* n_written, char* err, size_t err_len);
 

@@ -227,7 +227,7 @@ hci_status hci_model_get_linear(const hci_model* model, int32_t index, hci_linea
     out->d_out = l.d_out;
     out->d_in = l.d_in;
     out->bits = l.bits;
-    out->group_size = l.bits ? (l.group_size == l.d_in ? -1 : l.group_size) : 0;
+    out->group_size = l.bits ? l.group_size : 0;
     out->max_rank = l.max_rank;
     out->rank = l.rank;
     out->rel_err_quant = l.norm_w > 0 ? l.norm_e / l.norm_w : 0;
@@ -239,7 +239,7 @@ hci_status hci_model_get_singular_values(const hci_model* model, int32_t index, 
                                          int32_t n, int32_t* n_written, char* err,
                                          size_t err_len) {
   return guard(err, err_len, [&] {
-    need(model && out && n_written && n >= 0,
+    need(model && (out || n == 0) && n_written && n >= 0,
          "hci_model_get_singular_values: NULL argument or negative n");
     std::shared_lock lock(model->mu);
     if (index < 0 || index >= model->m.n_linears())

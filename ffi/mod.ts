@@ -1,0 +1,42 @@
+/**
+ * Deno FFI bindings of libhcinfer (`runtime/include/hcinfer.h`, ABI version 1).
+ *
+ * ```ts
+ * import { Model, Session } from "./ffi/mod.ts";
+ * using model = await Model.load("models/tiny");
+ * using session = Session.create(model);
+ * const ids = await session.generateGreedy([0, 496, 3378], 16);
+ * ```
+ *
+ * Needs `--allow-ffi` (and `--allow-env=HCINFER_LIB` to point at another build of the library).
+ *
+ * @module
+ */
+
+export {
+  ABI_VERSION,
+  type Library,
+  library,
+  LIBRARY_ENV,
+  libraryPath,
+  libraryVersion,
+} from "./library.ts";
+export { type HciSymbols, symbols } from "./symbols.ts";
+export { HciError, Status, statusName } from "./errors.ts";
+export {
+  type EvalOptions,
+  type LoadOptions,
+  type LongCallOptions,
+  Model,
+  type QuantizeOptions,
+} from "./model.ts";
+export { Session, type SessionOptions } from "./session.ts";
+export {
+  type EvalResult,
+  LINEAR_ALL,
+  LINEAR_KINDS,
+  type LinearInfo,
+  LinearKind,
+  type ModelInfo,
+  type SessionParams,
+} from "./structs.ts";
