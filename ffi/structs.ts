@@ -226,7 +226,7 @@ export interface LinearInfo {
   dIn: number;
   /** 0 when not quantized. */
   bits: number;
-  /** As quantized (-1 = per row). */
+  /** Input columns per group as quantized (d_in when per row); 0 when not quantized. */
   groupSize: number;
   /** Factors stored. */
   maxRank: number;

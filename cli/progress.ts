@@ -1,0 +1,40 @@
+/**
+ * Sweep progress on stderr: one rewritten line on a terminal, plain lines otherwise.
+ *
+ * @module
+ */
+
+import type { SweepProgress } from "../experiments/runner.ts";
+
+const enc = new TextEncoder();
+
+function fmtSeconds(s: number | null): string {
+  if (s === null || !Number.isFinite(s)) return "?";
+  if (s < 60) return `${s.toFixed(0)}s`;
+  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
+}
+
+/**
+ * A progress reporter for {@linkcode runSweep}.
+ *
+ * @param describe short text for a point
+ * @returns the callback
+ */
+export function progressReporter<P>(
+  describe: (p: P) => string,
+): (p: SweepProgress<P>) => void {
+  const tty = Deno.stderr.isTerminal();
+  return (p) => {
+    const head = `[${p.done}/${p.total}${p.skipped ? `, ${p.skipped} already done` : ""}]`;
+    const line = p.current === null
+      ? `${head} finished in ${fmtSeconds(p.elapsedSeconds)}`
+      : `${head} ${describe(p.current)} (elapsed ${fmtSeconds(p.elapsedSeconds)}, eta ${
+        fmtSeconds(p.etaSeconds)
+      })`;
+    if (tty) {
+      Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${line}${p.current === null ? "\n" : ""}`));
+    } else {
+      console.error(line);
+    }
+  };
+}

@@ -1,0 +1,38 @@
+/**
+ * Experiments framework: settings schemas and config validation, grids, and the resumable
+ * sweep runner.
+ *
+ * @module
+ */
+
+export {
+  AllocationSchema,
+  BitsSchema,
+  ConfigError,
+  type DatasetSpec,
+  DatasetSpecSchema,
+  formatPath,
+  GroupSizeSchema,
+  type ModelSpec,
+  ModelSpecSchema,
+  parseConfig,
+  PlacementSchema,
+  type QuantGrid,
+  QuantGridSchema,
+  QuantizerSchema,
+  type QuantSetting,
+  QuantSettingSchema,
+  RankSchema,
+  ScalingSchema,
+  SeedSchema,
+  SeqLenSchema,
+} from "./schema.ts";
+export { expandGrid, type GridPoint } from "./grid.ts";
+export {
+  type PointContext,
+  runSweep,
+  type SweepOptions,
+  type SweepProgress,
+  type SweepRecord,
+  type SweepSummary,
+} from "./runner.ts";
