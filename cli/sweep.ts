@@ -27,6 +27,14 @@ const EXPERIMENTS: Record<
     });
     return pplTables(records);
   },
+  zero_shot: async (raw, source, outDir) => {
+    const config = parseConfig(ZeroShotConfigSchema, raw, source);
+    const records = await runZeroShot(config, {
+      outDir,
+      onProgress: progressReporter((p) => `${p.config} on ${p.task}`),
+    });
+    return zeroShotTables(records);
+  },
 };
 
 const USAGE = `deno task sweep <experiment> --config FILE [--out DIR]

@@ -1,6 +1,6 @@
 /**
- * Datasets: evaluation text loaders, tokenization with a model's tokenizer.json, the perplexity
- * protocol's helpers and the bundled small texts.
+ * Datasets: evaluation text loaders, zero-shot task loaders, tokenization with a model's
+ * tokenizer.json, the perplexity protocol's helpers and the bundled small texts.
  *
  * @module
  */
@@ -21,6 +21,22 @@ export {
   loadCorpus,
   loadPlainText,
 } from "./text.ts";
+export {
+  type ContinuationRequest,
+  hellaswagPreprocess,
+  isTaskName,
+  loadTask,
+  type LoadTaskOptions,
+  lowerFirst,
+  TASK_NAMES,
+  TASK_SPECS,
+  type TaskData,
+  type TaskExample,
+  taskExample,
+  type TaskName,
+  taskPath,
+  type TaskSpec,
+} from "./tasks.ts";
 export { type PerplexityResult, perplexityResult, pplFromNll, windowCount } from "./perplexity.ts";
 export {
   BOOKS_HELDOUT_HEAD,
