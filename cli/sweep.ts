@@ -10,6 +10,7 @@ import { REPO_ROOT } from "../datasets/mod.ts";
 import { readConfigFile } from "../experiments/config_file.ts";
 import { parseConfig } from "../experiments/schema.ts";
 import { pplTables, PplVsRankConfigSchema, runPplVsRank } from "../experiments/ppl_vs_rank.ts";
+import { runZeroShot, ZeroShotConfigSchema, zeroShotTables } from "../experiments/zero_shot.ts";
 import { parseCli, runMain, UsageError } from "./args.ts";
 import { describePoint } from "./demo.ts";
 import { progressReporter } from "./progress.ts";
