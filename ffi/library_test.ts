@@ -3,11 +3,15 @@ import { denoEval } from "./_test_utils.ts";
 import { statusName } from "./errors.ts";
 import { ABI_VERSION, library, libraryPath, libraryStatusName, libraryVersion } from "./library.ts";
 import {
+  decodeCalibParams,
   decodeEvalParams,
   decodeModelParams,
+  decodeQuantExParams,
   decodeQuantParams,
   decodeSessionParams,
   LINEAR_ALL,
+  QuantMethod,
+  Scaling,
 } from "./structs.ts";
 
 // Open once outside any test so that the resource sanitizer does not count the library handle.
@@ -46,6 +50,30 @@ Deno.test("default params come back by value with the C sizes and documented def
   const session = s.hci_session_default_params();
   assert.equal(session.byteLength, 8);
   assert.deepEqual(decodeSessionParams(session), { nCtx: 0, nThreads: 0 });
+  const quantEx = s.hci_quant_ex_default_params();
+  assert.equal(quantEx.byteLength, 56);
+  assert.deepEqual(decodeQuantExParams(quantEx), {
+    bits: 4,
+    groupSize: 128,
+    maxRank: 0,
+    kindMask: LINEAR_ALL,
+    layerBegin: 0,
+    layerEnd: -1,
+    method: QuantMethod.Rtn,
+    actOrder: false,
+    dampPercent: 0.01,
+    scaling: Scaling.Plain,
+    groupsFromBlockStart: false,
+    eigFloor: 1e-6,
+  });
+  const calib = s.hci_calib_default_params();
+  assert.equal(calib.byteLength, 16);
+  assert.deepEqual(decodeCalibParams(calib), {
+    seqLen: 512,
+    nWindows: 0,
+    fullCovariance: true,
+    nThreads: 0,
+  });
 });
 
 Deno.test("HCINFER_LIB pointing at a missing file says where and how to build", async () => {

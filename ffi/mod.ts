@@ -24,19 +24,26 @@ export {
 export { type HciSymbols, symbols } from "./symbols.ts";
 export { HciError, Status, statusName } from "./errors.ts";
 export {
+  type CalibrateOptions,
   type EvalOptions,
   type LoadOptions,
   type LongCallOptions,
   Model,
   type QuantizeOptions,
+  type QuantMethodName,
+  type ScalingName,
 } from "./model.ts";
+export { sampleCalibrationWindows, seededRandom, type WindowOptions } from "./calibration.ts";
 export { Session, type SessionOptions } from "./session.ts";
 export {
+  type CalibInfo,
   type EvalResult,
   LINEAR_ALL,
   LINEAR_KINDS,
   type LinearInfo,
   LinearKind,
   type ModelInfo,
+  QuantMethod,
+  Scaling,
   type SessionParams,
 } from "./structs.ts";

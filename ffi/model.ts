@@ -6,6 +6,11 @@
  * await model.quantize({ bits: 4, groupSize: 64, maxRank: 16 });
  * model.setUniformRank(8);
  * const { nllSum, nPredicted } = await model.evalNll(tokens, { seqLen: 512 });
+ *
+ * // GPTQ and activation-aware compensation need calibration windows first
+ * const windows = sampleCalibrationWindows(c4Tokens, { seqLen: 512, nWindows: 128, seed: 0 });
+ * await model.calibrate(windows, { seqLen: 512 });
+ * await model.quantize({ bits: 3, groupSize: 128, maxRank: 16, method: "gptq", scaling: "act-full" });
  * ```
  *
  * @module
@@ -24,21 +29,28 @@ import {
 import { sym } from "./library.ts";
 import {
   allocBytes,
+  CALIB_INFO_SIZE,
+  type CalibInfo,
+  decodeCalibInfo,
+  decodeCalibParams,
   decodeEvalParams,
   decodeEvalResult,
   decodeLinearInfo,
   decodeModelInfo,
   decodeModelParams,
-  decodeQuantParams,
+  decodeQuantExParams,
+  encodeCalibParams,
   encodeEvalParams,
   encodeModelParams,
-  encodeQuantParams,
+  encodeQuantExParams,
   EVAL_RESULT_SIZE,
   type EvalResult,
   LINEAR_INFO_SIZE,
   type LinearInfo,
   MODEL_INFO_SIZE,
   type ModelInfo,
+  QuantMethod,
+  Scaling,
 } from "./structs.ts";
 
 export type { LongCallOptions } from "./handles.ts";
@@ -49,7 +61,22 @@ export interface LoadOptions {
   nThreads?: number;
 }
 
-/** Options of {@linkcode Model.quantize} (the fields of `hci_quant_params`). */
+/** Quantization algorithm of {@linkcode QuantizeOptions.method}. */
+export type QuantMethodName = "rtn" | "gptq";
+/** Compensation scaling of {@linkcode QuantizeOptions.scaling}. */
+export type ScalingName = "plain" | "act-diag" | "act-full";
+
+const METHODS: Record<QuantMethodName, QuantMethod> = {
+  rtn: QuantMethod.Rtn,
+  gptq: QuantMethod.Gptq,
+};
+const SCALINGS: Record<ScalingName, Scaling> = {
+  plain: Scaling.Plain,
+  "act-diag": Scaling.ActDiag,
+  "act-full": Scaling.ActFull,
+};
+
+/** Options of {@linkcode Model.quantize} (the fields of `hci_quant_ex_params`). */
 export interface QuantizeOptions {
   /** 2, 3, 4 or 8; 0 restores full precision (and drops the factors). */
   bits: number;
@@ -63,6 +90,43 @@ export interface QuantizeOptions {
   layerBegin?: number;
   /** Last block quantized (exclusive); default -1 = all blocks. */
   layerEnd?: number;
+  /**
+   * `"rtn"` (default): round-to-nearest. `"gptq"`: GPTQ, sequential over blocks on the
+   * calibration windows (needs {@linkcode Model.calibrate} first).
+   */
+  method?: QuantMethodName;
+  /** GPTQ only: quantize columns in order of descending diag(H). Default false. */
+  actOrder?: boolean;
+  /** GPTQ dampening as a fraction of mean diag(H); default 0.01 (1%). */
+  dampPercent?: number;
+  /**
+   * Compensation factors from the SVD of E·S: `"plain"` (S = I, default), `"act-diag"`
+   * (S = diag(sqrt(E[x²]))) or `"act-full"` (S = E[x xᵀ]^½); the act-* ones need calibration
+   * when `maxRank > 0`. Singular values are then those of E·S.
+   */
+  scaling?: ScalingName;
+  /** act-* scalings: relative floor on the eigenvalues / second moments; default 1e-6. */
+  eigFloor?: number;
+  /**
+   * GPTQ with groups < 128: group scales from the weights at the start of each 128-column lazy
+   * block, as the reference gptq.py computes them (default false: the current weights).
+   */
+  groupsFromBlockStart?: boolean;
+}
+
+/** Options of {@linkcode Model.calibrate} (the fields of `hci_calib_params`). */
+export interface CalibrateOptions {
+  /** Tokens per window. */
+  seqLen: number;
+  /** Windows used from the start of the tokens; 0 or absent = floor(n / seqLen). */
+  nWindows?: number;
+  /**
+   * Keep the full covariance H = E[x xᵀ] of every linear input (default true; needed by
+   * act-full with RTN, 8·d_in² bytes per input group); false keeps only E[x²].
+   */
+  fullCovariance?: boolean;
+  /** Threads for this call; 0 or absent = the model's. */
+  nThreads?: number;
 }
 
 /** Options of {@linkcode Model.evalNll} (the fields of `hci_eval_params`). */
@@ -98,8 +162,9 @@ export function nativeOf(model: Model): NativeModel {
  * calls still running on worker threads have finished. A model that is never closed is freed
  * when it is garbage-collected (a backstop, not a schedule).
  *
- * Long calls (load, quantize, evalNll, scoreTokens) run on worker threads and may overlap; the
- * library serializes them per model (quantize and the rank setters exclusively), so a
+ * Long calls (load, calibrate, quantize, evalNll, scoreTokens) run on worker threads and may
+ * overlap; the library serializes them per model (calibrate, quantize and the rank setters
+ * exclusively), so a
  * synchronous call such as {@linkcode Model.linear} made while a quantization runs waits for it.
  */
 export class Model implements Disposable {
@@ -170,35 +235,140 @@ export class Model implements Disposable {
   }
 
   /**
-   * Quantizes the selected linear layers (group-wise asymmetric RTN) and factors each residual
-   * by a truncated SVD, on a worker thread. Replaces any earlier quantization and sets every
-   * layer's active rank to min(maxRank, dOut, dIn).
+   * Quantizes the selected linear layers (group-wise asymmetric RTN, or GPTQ) and factors each
+   * residual by a truncated SVD (of E·S for the act-* scalings), on a worker thread
+   * (`hci_model_quantize_ex`). Replaces any earlier quantization and sets every layer's active
+   * rank to min(maxRank, dOut, dIn).
    *
    * @param options.onProgress called with the number of layers finished
    * @param options.signal aborting it cancels the call, which rejects with `signal.reason`
-   * @throws HciError on invalid parameters or a numerical failure
+   * @throws HciError on invalid parameters (GPTQ or act-* without calibration: "call
+   *   hci_model_calibrate first") or a numerical failure
    */
   quantize(params: QuantizeOptions, options: LongCallOptions = {}): Promise<void> {
+    const method = params.method ?? "rtn";
+    const scaling = params.scaling ?? "plain";
+    if (!(method in METHODS)) throw new RangeError(`quantize: unknown method "${method}"`);
+    if (!(scaling in SCALINGS)) throw new RangeError(`quantize: unknown scaling "${scaling}"`);
     return this.#inflight(async (ptr) => {
       const s = sym();
-      const defaults = decodeQuantParams(s.hci_quant_default_params());
-      const bytes = encodeQuantParams({
+      const defaults = decodeQuantExParams(s.hci_quant_ex_default_params());
+      const bytes = encodeQuantExParams({
         bits: params.bits,
         groupSize: params.groupSize,
         maxRank: params.maxRank,
         kindMask: params.kindMask ?? defaults.kindMask,
         layerBegin: params.layerBegin ?? defaults.layerBegin,
         layerEnd: params.layerEnd ?? defaults.layerEnd,
+        method: METHODS[method],
+        actOrder: params.actOrder ?? defaults.actOrder,
+        dampPercent: params.dampPercent ?? defaults.dampPercent,
+        scaling: SCALINGS[scaling],
+        groupsFromBlockStart: params.groupsFromBlockStart ?? defaults.groupsFromBlockStart,
+        eigFloor: params.eigFloor ?? defaults.eigFloor,
       });
       const err = errorBuffer();
       const status = await runLongCall(
-        (progress, cancel) => s.hci_model_quantize(ptr, bytes, progress, cancel, err, ERR_LEN_ARG),
+        (progress, cancel) =>
+          s.hci_model_quantize_ex(ptr, bytes, progress, cancel, err, ERR_LEN_ARG),
         options,
         Status.Cancelled,
       );
       retain(bytes, err);
       check(status, err);
     });
+  }
+
+  /**
+   * Collects activation statistics on calibration windows, on a worker thread
+   * (`hci_model_calibrate`): runs the full-precision model on `tokens` cut into windows of
+   * `seqLen` and keeps, in the model, those tokens (sequential GPTQ runs them again) and E[x²]
+   * and H = E[x xᵀ] of every linear input, in float64. Replaces an earlier calibration (on
+   * error the model has none). The windows are the caller's: `sampleCalibrationWindows`
+   * draws them reproducibly from a tokenized corpus.
+   *
+   * @param options.onProgress called with the number of windows finished
+   * @param options.signal aborting it cancels the call, which rejects with `signal.reason`
+   * @throws HciError when the tokens do not fill the windows or hold an id outside the vocabulary
+   */
+  calibrate(
+    tokens: Int32Array | readonly number[],
+    params: CalibrateOptions,
+    options: LongCallOptions = {},
+  ): Promise<void> {
+    return this.#inflight(async (ptr) => {
+      const s = sym();
+      const defaults = decodeCalibParams(s.hci_calib_default_params());
+      const bytes = encodeCalibParams({
+        seqLen: params.seqLen,
+        nWindows: params.nWindows ?? defaults.nWindows,
+        fullCovariance: params.fullCovariance ?? defaults.fullCovariance,
+        nThreads: params.nThreads ?? defaults.nThreads,
+      });
+      // At least one element: an empty buffer would reach C as NULL.
+      const data = int32Copy(tokens.length > 0 ? tokens : [0]);
+      const n = BigInt(tokens.length);
+      const err = errorBuffer();
+      const status = await runLongCall(
+        (progress, cancel) =>
+          s.hci_model_calibrate(ptr, data, n, bytes, progress, cancel, err, ERR_LEN_ARG),
+        options,
+        Status.Cancelled,
+      );
+      retain(bytes, data, err);
+      check(status, err);
+    });
+  }
+
+  /** The model's calibration (`hci_calib_info`), or null before {@linkcode Model.calibrate}. */
+  calibration(): CalibInfo | null {
+    const ptr = this.#ptr();
+    const out = allocBytes(CALIB_INFO_SIZE);
+    const err = errorBuffer();
+    check(sym().hci_model_get_calibration(ptr, out, err, ERR_LEN_ARG), err);
+    const info = decodeCalibInfo(out);
+    return info.calibrated ? info : null;
+  }
+
+  /** Drops the calibration tokens and statistics (a no-op when there are none). */
+  clearCalibration(): void {
+    const ptr = this.#ptr();
+    const err = errorBuffer();
+    check(sym().hci_model_clear_calibration(ptr, err, ERR_LEN_ARG), err);
+  }
+
+  /**
+   * E[x²] of linear `index`'s input in the full-precision model (`dIn` values; q/k/v share one
+   * input, gate/up share one).
+   *
+   * @throws HciError before {@linkcode Model.calibrate} or when the index is out of range
+   */
+  actSecondMoments(index: number): Float64Array<ArrayBuffer> {
+    const dIn = this.linear(index).dIn;
+    return this.#statsArray("hci_model_get_act_second_moments", index, dIn);
+  }
+
+  /**
+   * H = E[x xᵀ] of linear `index`'s input, row-major `dIn × dIn`.
+   *
+   * @throws HciError before {@linkcode Model.calibrate}, or when it ran without fullCovariance
+   */
+  actCovariance(index: number): Float64Array<ArrayBuffer> {
+    const dIn = this.linear(index).dIn;
+    return this.#statsArray("hci_model_get_act_covariance", index, dIn * dIn);
+  }
+
+  #statsArray(
+    fn: "hci_model_get_act_second_moments" | "hci_model_get_act_covariance",
+    index: number,
+    n: number,
+  ): Float64Array<ArrayBuffer> {
+    const ptr = this.#ptr();
+    const out = new Float64Array(new ArrayBuffer(Math.max(n, 1) * 8));
+    const written = new Int32Array(new ArrayBuffer(4));
+    const err = errorBuffer();
+    check(sym()[fn](ptr, index, out, n, written, err, ERR_LEN_ARG), err);
+    return out.slice(0, written[0]);
   }
 
   /**
@@ -242,8 +412,10 @@ export class Model implements Disposable {
   }
 
   /**
-   * Singular values of linear `index`'s quantization residual, largest first (maxRank of them;
-   * empty when the layer is not quantized or has no factors).
+   * Singular values of linear `index`'s scaled quantization residual E·S (S = I for plain
+   * factors), largest first (maxRank of them; empty when the layer is not quantized or has no
+   * factors). They order the factors; for act-* scalings their squares' tail is the
+   * output-space error, not the weight-space one of {@linkcode LinearInfo.relErrActive}.
    */
   singularValues(index: number): Float64Array<ArrayBuffer> {
     const maxRank = this.linear(index).maxRank;

@@ -189,6 +189,167 @@ export function decodeQuantParams(bytes: Uint8Array): QuantParams {
 }
 
 // ---------------------------------------------------------------------------------------------
+// hci_quant_ex_params
+
+/** Quantization algorithms (`hci_quant_method`). */
+export enum QuantMethod {
+  /** Group-wise round-to-nearest. */
+  Rtn = 0,
+  /** GPTQ, sequential over blocks (needs calibration). */
+  Gptq = 1,
+}
+
+/** Input scalings of the compensation factors (`hci_scaling`): SVD of E·S, unscaled after. */
+export enum Scaling {
+  /** S = I. */
+  Plain = 0,
+  /** S = diag(sqrt(E[x²])). */
+  ActDiag = 1,
+  /** S = E[x xᵀ]^½. */
+  ActFull = 2,
+}
+
+/** `hci_quant_ex_params`: what `Model.quantize` does. */
+export interface QuantExParams extends QuantParams {
+  /** {@linkcode QuantMethod}. */
+  method: QuantMethod;
+  /** GPTQ only: quantize columns in order of descending diag(H). */
+  actOrder: boolean;
+  /** GPTQ dampening: H += dampPercent · mean(diag(H)) · I; 0.01 = 1%. */
+  dampPercent: number;
+  /** {@linkcode Scaling} of the compensation factors. */
+  scaling: Scaling;
+  /**
+   * GPTQ with groups < 128: group scales from the weights as they stood at the start of the
+   * 128-column lazy block (as the reference gptq.py computes them) instead of the current ones.
+   */
+  groupsFromBlockStart: boolean;
+  /** act-diag / act-full: relative floor on the eigenvalues (second moments), in (0, 1). */
+  eigFloor: number;
+}
+
+/** `sizeof(hci_quant_ex_params)`: 8 × 4 bytes, double at 32, 2 × int32 at 40, double at 48. */
+export const QUANT_EX_PARAMS_SIZE = 56;
+
+function bool01(value: boolean, field: string): number {
+  if (typeof value !== "boolean") throw new TypeError(`${field} must be a boolean, got ${value}`);
+  return value ? 1 : 0;
+}
+
+/** Encodes an `hci_quant_ex_params`. */
+export function encodeQuantExParams(p: QuantExParams): Uint8Array<ArrayBuffer> {
+  const bytes = allocBytes(QUANT_EX_PARAMS_SIZE);
+  bytes.set(encodeQuantParams(p), 0);
+  const dv = view(bytes, QUANT_EX_PARAMS_SIZE, "hci_quant_ex_params");
+  dv.setInt32(24, i32(p.method, "method"), true);
+  dv.setInt32(28, bool01(p.actOrder, "actOrder"), true);
+  dv.setFloat64(32, p.dampPercent, true);
+  dv.setInt32(40, i32(p.scaling, "scaling"), true);
+  dv.setInt32(44, bool01(p.groupsFromBlockStart, "groupsFromBlockStart"), true);
+  dv.setFloat64(48, p.eigFloor, true);
+  return bytes;
+}
+
+/** Decodes an `hci_quant_ex_params`. */
+export function decodeQuantExParams(bytes: Uint8Array): QuantExParams {
+  const dv = view(bytes, QUANT_EX_PARAMS_SIZE, "hci_quant_ex_params");
+  return {
+    ...decodeQuantParams(bytes),
+    method: dv.getInt32(24, true),
+    actOrder: dv.getInt32(28, true) !== 0,
+    dampPercent: dv.getFloat64(32, true),
+    scaling: dv.getInt32(40, true),
+    groupsFromBlockStart: dv.getInt32(44, true) !== 0,
+    eigFloor: dv.getFloat64(48, true),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// hci_calib_params, hci_calib_info
+
+/** `hci_calib_params`: how `Model.calibrate` windows its tokens. */
+export interface CalibParams {
+  /** Tokens per window (at most maxPositions). */
+  seqLen: number;
+  /** Windows: tokens[w·seqLen, (w+1)·seqLen) for w < nWindows; 0 = floor(n / seqLen). */
+  nWindows: number;
+  /** Keep H = E[x xᵀ] per input group (needed by act-full with RTN); else only E[x²]. */
+  fullCovariance: boolean;
+  /** 0 = the model's nThreads. */
+  nThreads: number;
+}
+
+/** `sizeof(hci_calib_params)`: 4 × int32. */
+export const CALIB_PARAMS_SIZE = 16;
+
+/** Encodes an `hci_calib_params`. */
+export function encodeCalibParams(p: CalibParams): Uint8Array<ArrayBuffer> {
+  const bytes = allocBytes(CALIB_PARAMS_SIZE);
+  const dv = view(bytes, CALIB_PARAMS_SIZE, "hci_calib_params");
+  dv.setInt32(0, i32(p.seqLen, "seqLen"), true);
+  dv.setInt32(4, i32(p.nWindows, "nWindows"), true);
+  dv.setInt32(8, bool01(p.fullCovariance, "fullCovariance"), true);
+  dv.setInt32(12, i32(p.nThreads, "nThreads"), true);
+  return bytes;
+}
+
+/** Decodes an `hci_calib_params`. */
+export function decodeCalibParams(bytes: Uint8Array): CalibParams {
+  const dv = view(bytes, CALIB_PARAMS_SIZE, "hci_calib_params");
+  return {
+    seqLen: dv.getInt32(0, true),
+    nWindows: dv.getInt32(4, true),
+    fullCovariance: dv.getInt32(8, true) !== 0,
+    nThreads: dv.getInt32(12, true),
+  };
+}
+
+/** `hci_calib_info`: the model's calibration, if any. */
+export interface CalibInfo {
+  /** False before `Model.calibrate` (then every other field is 0). */
+  calibrated: boolean;
+  /** Tokens per window. */
+  seqLen: number;
+  /** Windows. */
+  nWindows: number;
+  /** True when H is kept. */
+  fullCovariance: boolean;
+  /** nWindows × seqLen. */
+  nTokens: number;
+  /** Wall time of the statistics pass in seconds. */
+  seconds: number;
+}
+
+/** `sizeof(hci_calib_info)`: 4 × int32, int64 at 16, double at 24. */
+export const CALIB_INFO_SIZE = 32;
+
+/** Encodes an `hci_calib_info` (for tests; the library only writes this struct). */
+export function encodeCalibInfo(c: CalibInfo): Uint8Array<ArrayBuffer> {
+  const bytes = allocBytes(CALIB_INFO_SIZE);
+  const dv = view(bytes, CALIB_INFO_SIZE, "hci_calib_info");
+  dv.setInt32(0, c.calibrated ? 1 : 0, true);
+  dv.setInt32(4, i32(c.seqLen, "seqLen"), true);
+  dv.setInt32(8, i32(c.nWindows, "nWindows"), true);
+  dv.setInt32(12, c.fullCovariance ? 1 : 0, true);
+  dv.setBigInt64(16, BigInt(c.nTokens), true);
+  dv.setFloat64(24, c.seconds, true);
+  return bytes;
+}
+
+/** Decodes an `hci_calib_info`. */
+export function decodeCalibInfo(bytes: Uint8Array): CalibInfo {
+  const dv = view(bytes, CALIB_INFO_SIZE, "hci_calib_info");
+  return {
+    calibrated: dv.getInt32(0, true) !== 0,
+    seqLen: dv.getInt32(4, true),
+    nWindows: dv.getInt32(8, true),
+    fullCovariance: dv.getInt32(12, true) !== 0,
+    nTokens: Number(dv.getBigInt64(16, true)),
+    seconds: dv.getFloat64(24, true),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // hci_linear_info
 
 /** Linear layer kinds inside a transformer block (`hci_linear_kind`); linear i = layer*7+kind. */
@@ -234,7 +395,7 @@ export interface LinearInfo {
   rank: number;
   /** ‖W − deq(Q(W))‖_F / ‖W‖_F. */
   relErrQuant: number;
-  /** ‖W − deq(Q(W)) − B[:, :rank] A[:rank]‖_F / ‖W‖_F. */
+  /** ‖W − deq(Q(W)) − B[:, :rank] A[:rank]‖_F / ‖W‖_F (weight space, for every scaling). */
   relErrActive: number;
 }
 

@@ -1,17 +1,25 @@
 import assert from "node:assert/strict";
 import {
+  CALIB_INFO_SIZE,
+  CALIB_PARAMS_SIZE,
+  decodeCalibInfo,
+  decodeCalibParams,
   decodeEvalParams,
   decodeEvalResult,
   decodeLinearInfo,
   decodeModelInfo,
   decodeModelParams,
+  decodeQuantExParams,
   decodeQuantParams,
   decodeSessionParams,
+  encodeCalibInfo,
+  encodeCalibParams,
   encodeEvalParams,
   encodeEvalResult,
   encodeLinearInfo,
   encodeModelInfo,
   encodeModelParams,
+  encodeQuantExParams,
   encodeQuantParams,
   encodeSessionParams,
   EVAL_PARAMS_SIZE,
@@ -21,7 +29,10 @@ import {
   MODEL_INFO_SIZE,
   MODEL_PARAMS_SIZE,
   type ModelInfo,
+  QUANT_EX_PARAMS_SIZE,
   QUANT_PARAMS_SIZE,
+  QuantMethod,
+  Scaling,
   SESSION_PARAMS_SIZE,
 } from "./structs.ts";
 
@@ -33,6 +44,62 @@ Deno.test("struct sizes match the C layout on x86-64", () => {
   assert.equal(EVAL_PARAMS_SIZE, 16);
   assert.equal(EVAL_RESULT_SIZE, 32);
   assert.equal(SESSION_PARAMS_SIZE, 8);
+  assert.equal(QUANT_EX_PARAMS_SIZE, 56);
+  assert.equal(CALIB_PARAMS_SIZE, 16);
+  assert.equal(CALIB_INFO_SIZE, 32);
+});
+
+Deno.test("hci_quant_ex_params: fields at their C offsets, round trip", () => {
+  const p = {
+    bits: 3,
+    groupSize: 32,
+    maxRank: 8,
+    kindMask: 0x7f,
+    layerBegin: 1,
+    layerEnd: -1,
+    method: QuantMethod.Gptq,
+    actOrder: true,
+    dampPercent: 0.025,
+    scaling: Scaling.ActFull,
+    groupsFromBlockStart: true,
+    eigFloor: 1e-7,
+  };
+  const bytes = encodeQuantExParams(p);
+  assert.equal(bytes.byteLength, 56);
+  const dv = new DataView(bytes.buffer);
+  assert.equal(dv.getInt32(0, true), 3);
+  assert.equal(dv.getUint32(12, true), 0x7f);
+  assert.equal(dv.getInt32(20, true), -1);
+  assert.equal(dv.getInt32(24, true), 1);
+  assert.equal(dv.getInt32(28, true), 1);
+  assert.equal(dv.getFloat64(32, true), 0.025);
+  assert.equal(dv.getInt32(40, true), 2);
+  assert.equal(dv.getInt32(44, true), 1);
+  assert.equal(dv.getFloat64(48, true), 1e-7);
+  assert.deepEqual(decodeQuantExParams(bytes), p);
+  assert.throws(() => encodeQuantExParams({ ...p, method: 0.5 as QuantMethod }), RangeError);
+  // deno-lint-ignore no-explicit-any
+  assert.throws(() => encodeQuantExParams({ ...p, actOrder: 1 as any }), TypeError);
+});
+
+Deno.test("hci_calib_params and hci_calib_info: round trip", () => {
+  const p = { seqLen: 512, nWindows: 128, fullCovariance: false, nThreads: 2 };
+  const pb = encodeCalibParams(p);
+  assert.equal(new DataView(pb.buffer).getInt32(8, true), 0);
+  assert.deepEqual(decodeCalibParams(pb), p);
+  const info = {
+    calibrated: true,
+    seqLen: 512,
+    nWindows: 128,
+    fullCovariance: true,
+    nTokens: 65536,
+    seconds: 1.5,
+  };
+  const ib = encodeCalibInfo(info);
+  const dv = new DataView(ib.buffer);
+  assert.equal(dv.getBigInt64(16, true), 65536n);
+  assert.equal(dv.getFloat64(24, true), 1.5);
+  assert.deepEqual(decodeCalibInfo(ib), info);
 });
 
 Deno.test("hci_model_info: fields at their C offsets, round trip", () => {

@@ -4,7 +4,7 @@
  * Every function of the header is listed. Pointers to caller-owned memory (`char* err`,
  * `const int32_t* tokens`, `*_params*`, outputs) are `"buffer"`; opaque handles are `"pointer"`;
  * `size_t` is `"usize"`; `hci_status` (a C enum, an `int` on every supported ABI) is `"i32"`.
- * The long calls (load, quantize, evaluation, scoring, decoding, generation) are
+ * The long calls (load, calibration, quantize, evaluation, scoring, decoding, generation) are
  * `nonblocking: true`: they run on a Deno worker thread and return a `Promise`, so the buffers
  * passed to them must stay referenced until that promise settles.
  *
@@ -15,6 +15,12 @@
 const MODEL_PARAMS = { struct: ["i32", "i32"] } as const;
 /** Field types of `hci_quant_params` (returned by value). */
 const QUANT_PARAMS = { struct: ["i32", "i32", "i32", "u32", "i32", "i32"] } as const;
+/** Field types of `hci_quant_ex_params` (returned by value). */
+const QUANT_EX_PARAMS = {
+  struct: ["i32", "i32", "i32", "u32", "i32", "i32", "i32", "i32", "f64", "i32", "i32", "f64"],
+} as const;
+/** Field types of `hci_calib_params` (returned by value). */
+const CALIB_PARAMS = { struct: ["i32", "i32", "i32", "i32"] } as const;
 /** Field types of `hci_eval_params` (returned by value). */
 const EVAL_PARAMS = { struct: ["i32", "i32", "i32", "i32"] } as const;
 /** Field types of `hci_session_params` (returned by value). */
@@ -50,6 +56,13 @@ export const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  hci_quant_ex_default_params: { parameters: [], result: QUANT_EX_PARAMS },
+  // (model, params, int64* progress, const int32* cancel, err, err_len)
+  hci_model_quantize_ex: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
   // (model, const int32* ranks, n, err, err_len)
   hci_model_set_ranks: {
     parameters: ["pointer", "buffer", "i32", "buffer", "usize"],
@@ -67,6 +80,33 @@ export const symbols = {
   },
   // (model, index, double* out, n, int32* n_written, err, err_len)
   hci_model_get_singular_values: {
+    parameters: ["pointer", "i32", "buffer", "i32", "buffer", "buffer", "usize"],
+    result: "i32",
+  },
+
+  // Calibration
+  hci_calib_default_params: { parameters: [], result: CALIB_PARAMS },
+  // (model, const int32* tokens, int64 n_tokens, params, int64* progress, const int32* cancel,
+  //  err, err_len)
+  hci_model_calibrate: {
+    parameters: ["pointer", "buffer", "i64", "buffer", "buffer", "buffer", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // (model, out hci_calib_info*, err, err_len)
+  hci_model_get_calibration: {
+    parameters: ["pointer", "buffer", "buffer", "usize"],
+    result: "i32",
+  },
+  // (model, err, err_len)
+  hci_model_clear_calibration: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  // (model, index, double* out, n, int32* n_written, err, err_len)
+  hci_model_get_act_second_moments: {
+    parameters: ["pointer", "i32", "buffer", "i32", "buffer", "buffer", "usize"],
+    result: "i32",
+  },
+  // (model, index, double* out, n, int32* n_written, err, err_len)
+  hci_model_get_act_covariance: {
     parameters: ["pointer", "i32", "buffer", "i32", "buffer", "buffer", "usize"],
     result: "i32",
   },

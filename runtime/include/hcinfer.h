@@ -8,9 +8,10 @@
 //   of `err_len` bytes (truncated to fit; may be NULL / 0); no C++ exception crosses this boundary;
 // - there is no thread-local "last error": callers from any thread get their own message;
 // - a handle may be used from any thread; calls on one model are serialized internally
-//   (quantize / set_ranks take it exclusively, evaluation and sessions share it);
-// - long calls (quantize, eval) write progress into a caller-owned int64 counter (may be NULL)
-//   and check a caller-owned int32 cancel flag (may be NULL; nonzero = stop with HCI_ERR_CANCELLED).
+//   (calibrate / quantize / set_ranks take it exclusively, evaluation and sessions share it);
+// - long calls (calibrate, quantize, eval) write progress into a caller-owned int64 counter (may
+//   be NULL) and check a caller-owned int32 cancel flag (may be NULL; nonzero = stop with
+//   HCI_ERR_CANCELLED).
 //
 // Shapes use row-major [rows, cols]; a linear layer's weight W is [d_out, d_in] as in PyTorch.
 #ifndef HCINFER_H
@@ -126,8 +127,68 @@ HCI_API hci_quant_params hci_quant_default_params(void);
 // Replaces any earlier quantization (always from the original weights) and sets every layer's
 // active rank to min(max_rank, d_out, d_in). `progress` counts finished layers among the selected
 // ones (n_linears with the default selection).
+// Same as hci_model_quantize_ex with method RTN and plain scaling.
 HCI_API hci_status hci_model_quantize(hci_model* model, const hci_quant_params* params,
                               int64_t* progress, const int32_t* cancel, char* err, size_t err_len);
+
+// Quantization algorithm of hci_quant_ex_params.method.
+typedef enum hci_quant_method {
+  HCI_QUANT_RTN = 0,   // group-wise round-to-nearest (as hci_model_quantize)
+  HCI_QUANT_GPTQ = 1,  // GPTQ (Hessian-aware, sequential over blocks; needs hci_model_calibrate)
+} hci_quant_method;
+
+// Input scaling S of the compensation factors (hci_quant_ex_params.scaling): the factors come
+// from the truncated SVD of E·S, unscaled afterwards (A = sqrt(Σ) Vᵀ S⁻¹), so they minimize the
+// output-space error ||(E − B A) S||_F instead of ||E − B A||_F.
+typedef enum hci_scaling {
+  HCI_SCALING_PLAIN = 0,     // S = I
+  HCI_SCALING_ACT_DIAG = 1,  // S = diag(sqrt(E[x²])), entries floored at eig_floor * max
+  HCI_SCALING_ACT_FULL = 2,  // S = E[x xᵀ]^½ (symmetric eigendecomposition, floored eigenvalues)
+} hci_scaling;
+
+typedef struct hci_quant_ex_params {
+  int32_t bits;            // 2, 3, 4 or 8; 0 restores full precision (drops factors too)
+  int32_t group_size;      // 32, 64 or 128 input columns per group; -1 = one group per output row
+  int32_t max_rank;        // factors kept per layer: A [max_rank, d_in], B [d_out, max_rank]; 0 = none
+  uint32_t kind_mask;      // which linear kinds are quantized (bit hci_linear_kind); HCI_LINEAR_ALL
+  int32_t layer_begin;     // first block quantized (inclusive)
+  int32_t layer_end;       // last block quantized (exclusive); -1 = n_layers
+  int32_t method;          // hci_quant_method: HCI_QUANT_RTN or HCI_QUANT_GPTQ
+  int32_t act_order;       // GPTQ only: 1 = columns in order of descending diag(H) (else 0)
+  double damp_percent;     // GPTQ: H += damp_percent * mean(diag(H)) * I; 0.01 = 1% (default)
+  int32_t scaling;         // hci_scaling of the compensation factors (used when max_rank > 0)
+  int32_t groups_from_block_start;  // GPTQ with groups < 128: 1 = group scales from the weights
+                           // as they stood at the start of the 128-column lazy block, as the
+                           // reference code (gptq.py) computes them; 0 = from the current,
+                           // fully error-updated weights, as the algorithm is published (default)
+  double eig_floor;        // act-diag / act-full: eigenvalues (second moments) below eig_floor
+                           // times the largest are raised to it, for S and S⁻¹; in (0, 1),
+                           // default 1e-6
+} hci_quant_ex_params;
+
+HCI_API hci_quant_ex_params hci_quant_ex_default_params(void);
+
+// Quantizes the selected linear layers and factors each residual E = W - deq(Q(W)).
+// Replaces any earlier quantization (always from the original weights) and sets every layer's
+// active rank to min(max_rank, d_out, d_in). `progress` counts finished layers among the selected
+// ones. Methods:
+// - RTN: as hci_model_quantize. Activation-aware scalings use the statistics of the last
+//   hci_model_calibrate (those of the full-precision model).
+// - GPTQ (Frantar et al.; the reference implementation's steps, in float64, lazy blocks of 128
+//   columns, dead inputs zeroed, damping, optional act_order, group scales and zeros computed on
+//   the fly when each group starts, static_groups = False): sequential: the calibration windows
+//   are run through the model block by block, block l's Hessians H = E[x xᵀ] collected with
+//   blocks < l already quantized (quantized weights, no factors), then block l quantized; one
+//   pass over the model. Activation-aware scalings use those same per-block statistics. With
+//   act_order and groups, groups are runs of consecutive columns in the permuted order; codes
+//   and dequantized weights are stored in the original column order with each column's group.
+// Scaled factors (act-diag, act-full) are ordered by the singular values of E·S, which
+// hci_model_get_singular_values returns. GPTQ, and act-* with max_rank > 0, need calibration
+// (HCI_ERR_INVALID_ARGUMENT "call hci_model_calibrate first"); RTN with act-full also needs it
+// with full_covariance. On error or cancel every layer is left at full precision.
+HCI_API hci_status hci_model_quantize_ex(hci_model* model, const hci_quant_ex_params* params,
+                                 int64_t* progress, const int32_t* cancel, char* err,
+                                 size_t err_len);
 
 // Sets the active rank of every quantized layer: ranks[i] for linear i = layer*7 + kind, n must be
 // n_linears; each rank in [0, that layer's max rank]. Unquantized layers need rank 0.
@@ -136,7 +197,9 @@ HCI_API hci_status hci_model_set_ranks(hci_model* model, const int32_t* ranks, i
 // Same rank for every quantized layer, clamped to each layer's max rank.
 HCI_API hci_status hci_model_set_uniform_rank(hci_model* model, int32_t rank, char* err, size_t err_len);
 
-// One linear layer's state and errors (relative Frobenius norms against the original weight).
+// One linear layer's state and errors (relative Frobenius norms against the original weight,
+// in weight space for every scaling: rel_err_active is computed exactly from the stored factors,
+// one value per prefix rank, when the layer is quantized).
 typedef struct hci_linear_info {
   int32_t layer;            // block index
   int32_t kind;             // hci_linear_kind
@@ -153,10 +216,62 @@ typedef struct hci_linear_info {
 HCI_API hci_status hci_model_get_linear(const hci_model* model, int32_t index, hci_linear_info* out,
                                 char* err, size_t err_len);
 
-// Singular values of linear `index`'s residual, largest first: writes min(n, max_rank) doubles.
-// `out` may be NULL when n is 0.
+// Singular values of linear `index`'s scaled residual E·S (S of its scaling: I for plain, so then
+// those of E), largest first: writes min(n, max_rank) doubles. They order the factors; for a
+// scaled layer their tail sum of squares is the output-space error ||(E − B_r A_r) S||², not
+// the weight-space error. `out` may be NULL when n is 0.
 HCI_API hci_status hci_model_get_singular_values(const hci_model* model, int32_t index, double* out,
                                          int32_t n, int32_t* n_written, char* err, size_t err_len);
+
+// ---------------------------------------------------------------------------------------------
+// Calibration: activation statistics of every linear layer's input
+
+typedef struct hci_calib_params {
+  int32_t seq_len;          // tokens per window, at most max_position_embeddings
+  int32_t n_windows;        // windows: tokens[w*seq_len, (w+1)*seq_len) for w < n_windows;
+                            // 0 = floor(n_tokens / seq_len)
+  int32_t full_covariance;  // 1 = keep H = E[x xᵀ] per input group (8 d_in² bytes each; needed
+                            // by act-full with RTN); 0 = keep only E[x²]
+  int32_t n_threads;        // 0 = the model's n_threads
+} hci_calib_params;
+
+HCI_API hci_calib_params hci_calib_default_params(void);  // {512, 0, 1, 0}
+
+// Runs the full-precision model (whatever its current quantization) on the calibration windows
+// and keeps, in the model, a copy of those tokens (sequential GPTQ runs them again) and for each
+// linear input group of each block (q/k/v share one input, gate/up share one; o and down have
+// their own) E[x²] and, with full_covariance, H = E[x xᵀ], accumulated in float64 over all
+// window tokens. Replaces an earlier calibration. The caller chooses the windows: the TS
+// bindings sample them with a seeded generator (ffi/calibration.ts). `progress` counts windows.
+// The earlier calibration is dropped first: on error or cancel the model has none.
+HCI_API hci_status hci_model_calibrate(hci_model* model, const int32_t* tokens, int64_t n_tokens,
+                               const hci_calib_params* params, int64_t* progress,
+                               const int32_t* cancel, char* err, size_t err_len);
+
+typedef struct hci_calib_info {
+  int32_t calibrated;       // 1 after hci_model_calibrate; 0 (and every field 0) before
+  int32_t seq_len;          // tokens per window
+  int32_t n_windows;        // windows
+  int32_t full_covariance;  // 1 when H is kept
+  int64_t n_tokens;         // n_windows * seq_len
+  double seconds;           // wall time of the statistics pass
+} hci_calib_info;
+
+HCI_API hci_status hci_model_get_calibration(const hci_model* model, hci_calib_info* out, char* err,
+                                     size_t err_len);
+// Drops the calibration tokens and statistics (a no-op when there are none).
+HCI_API hci_status hci_model_clear_calibration(hci_model* model, char* err, size_t err_len);
+
+// E[x²] of linear `index`'s input (of the full-precision model): writes min(n, d_in) doubles.
+// HCI_ERR_INVALID_ARGUMENT before hci_model_calibrate.
+HCI_API hci_status hci_model_get_act_second_moments(const hci_model* model, int32_t index,
+                                            double* out, int32_t n, int32_t* n_written,
+                                            char* err, size_t err_len);
+// H = E[x xᵀ] of linear `index`'s input, row-major [d_in, d_in]: writes min(n, d_in²) doubles.
+// HCI_ERR_INVALID_ARGUMENT before hci_model_calibrate or when calibrated without full_covariance.
+HCI_API hci_status hci_model_get_act_covariance(const hci_model* model, int32_t index, double* out,
+                                        int32_t n, int32_t* n_written, char* err,
+                                        size_t err_len);
 
 // ---------------------------------------------------------------------------------------------
 // Scoring

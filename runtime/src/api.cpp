@@ -12,6 +12,7 @@
 #include <shared_mutex>
 #include <thread>
 
+#include "calibration.h"
 #include "compensation.h"
 #include "error.h"
 #include "forward.h"
@@ -27,6 +28,16 @@ static_assert(sizeof(hci_model_info) == 64 && offsetof(hci_model_info, n_params)
 static_assert(sizeof(hci_quant_params) == 24, "hci_quant_params layout");
 static_assert(sizeof(hci_linear_info) == 48 && offsetof(hci_linear_info, rel_err_quant) == 32,
               "hci_linear_info layout");
+static_assert(sizeof(hci_quant_ex_params) == 56 && offsetof(hci_quant_ex_params, method) == 24 &&
+                  offsetof(hci_quant_ex_params, damp_percent) == 32 &&
+                  offsetof(hci_quant_ex_params, scaling) == 40 &&
+                  offsetof(hci_quant_ex_params, groups_from_block_start) == 44 &&
+                  offsetof(hci_quant_ex_params, eig_floor) == 48,
+              "hci_quant_ex_params layout");
+static_assert(sizeof(hci_calib_params) == 16, "hci_calib_params layout");
+static_assert(sizeof(hci_calib_info) == 32 && offsetof(hci_calib_info, n_tokens) == 16 &&
+                  offsetof(hci_calib_info, seconds) == 24,
+              "hci_calib_info layout");
 static_assert(sizeof(hci_eval_params) == 16, "hci_eval_params layout");
 static_assert(sizeof(hci_eval_result) == 32, "hci_eval_result layout");
 static_assert(sizeof(hci_session_params) == 8, "hci_session_params layout");
@@ -179,6 +190,50 @@ hci_status hci_model_quantize(hci_model* model, const hci_quant_params* params,
   });
 }
 
+hci_quant_ex_params hci_quant_ex_default_params(void) {
+  hci_quant_ex_params p{};
+  p.bits = 4;
+  p.group_size = 128;
+  p.max_rank = 0;
+  p.kind_mask = HCI_LINEAR_ALL;
+  p.layer_begin = 0;
+  p.layer_end = -1;
+  p.method = HCI_QUANT_RTN;
+  p.act_order = 0;
+  p.damp_percent = 0.01;
+  p.scaling = HCI_SCALING_PLAIN;
+  p.groups_from_block_start = 0;
+  p.eig_floor = 1e-6;
+  return p;
+}
+
+hci_status hci_model_quantize_ex(hci_model* model, const hci_quant_ex_params* params,
+                                 int64_t* progress, const int32_t* cancel, char* err,
+                                 size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && params, "hci_model_quantize_ex: model and params must not be NULL");
+    need(params->act_order == 0 || params->act_order == 1,
+         "hci_model_quantize_ex: act_order must be 0 or 1");
+    need(params->groups_from_block_start == 0 || params->groups_from_block_start == 1,
+         "hci_model_quantize_ex: groups_from_block_start must be 0 or 1");
+    std::unique_lock lock(model->mu);
+    hci::QuantSettings s;
+    s.bits = params->bits;
+    s.group_size = params->group_size;
+    s.max_rank = params->max_rank;
+    s.kind_mask = params->kind_mask;
+    s.layer_begin = params->layer_begin;
+    s.layer_end = params->layer_end;
+    s.method = params->method;
+    s.act_order = params->act_order != 0;
+    s.damp_percent = params->damp_percent;
+    s.scaling = params->scaling;
+    s.eig_floor = params->eig_floor;
+    s.groups_from_block_start = params->groups_from_block_start != 0;
+    hci::quantize_model(model->m, s, model->m.n_threads, progress, cancel);
+  });
+}
+
 hci_status hci_model_set_ranks(hci_model* model, const int32_t* ranks, int32_t n, char* err,
                                size_t err_len) {
   return guard(err, err_len, [&] {
@@ -247,6 +302,103 @@ hci_status hci_model_get_singular_values(const hci_model* model, int32_t index, 
     const auto& s = model->m.linear(index).singular;
     const int32_t k = std::min<int32_t>(n, int32_t(s.size()));
     std::copy_n(s.begin(), k, out);
+    *n_written = k;
+  });
+}
+
+hci_calib_params hci_calib_default_params(void) { return hci_calib_params{512, 0, 1, 0}; }
+
+hci_status hci_model_calibrate(hci_model* model, const int32_t* tokens, int64_t n_tokens,
+                               const hci_calib_params* params, int64_t* progress,
+                               const int32_t* cancel, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && tokens && params, "hci_model_calibrate: NULL argument");
+    need(n_tokens >= 0, "hci_model_calibrate: n_tokens must be >= 0");
+    need(params->full_covariance == 0 || params->full_covariance == 1,
+         "hci_model_calibrate: full_covariance must be 0 or 1");
+    need(params->n_threads >= 0, "hci_model_calibrate: n_threads must be >= 0");
+    std::unique_lock lock(model->mu);
+    // Free the old statistics first: they can be large.
+    model->m.calib.reset();
+    auto cal = std::make_shared<hci::Calibration>(hci::calibrate(
+        model->m, tokens, n_tokens, params->seq_len, params->n_windows,
+        params->full_covariance != 0, resolve_threads(params->n_threads, model->m.n_threads),
+        progress, cancel));
+    model->m.calib = std::move(cal);
+  });
+}
+
+hci_status hci_model_get_calibration(const hci_model* model, hci_calib_info* out, char* err,
+                                     size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && out, "hci_model_get_calibration: model and out must not be NULL");
+    std::shared_lock lock(model->mu);
+    *out = hci_calib_info{};
+    const auto& c = model->m.calib;
+    if (!c) return;
+    out->calibrated = 1;
+    out->seq_len = c->seq_len;
+    out->n_windows = c->n_windows;
+    out->full_covariance = c->full_covariance ? 1 : 0;
+    out->n_tokens = int64_t(c->n_windows) * c->seq_len;
+    out->seconds = c->seconds;
+  });
+}
+
+hci_status hci_model_clear_calibration(hci_model* model, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model, "hci_model_clear_calibration: model must not be NULL");
+    std::unique_lock lock(model->mu);
+    model->m.calib.reset();
+  });
+}
+
+}  // extern "C"
+
+namespace {
+
+// The statistics of linear `index`'s input, after the checks shared by the accessors below.
+const hci::ActStats& stats_for(const hci_model* model, int32_t index, const char* fn) {
+  if (index < 0 || index >= model->m.n_linears())
+    hci::fail(HCI_ERR_INVALID_ARGUMENT, std::string(fn) + ": index " + std::to_string(index) +
+                                            " out of range");
+  if (!model->m.calib)
+    hci::fail(HCI_ERR_INVALID_ARGUMENT,
+              std::string(fn) + ": the model has no calibration: call hci_model_calibrate first");
+  return model->m.calib->stats_of(index);
+}
+
+}  // namespace
+
+extern "C" {
+
+hci_status hci_model_get_act_second_moments(const hci_model* model, int32_t index, double* out,
+                                            int32_t n, int32_t* n_written, char* err,
+                                            size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && (out || n == 0) && n_written && n >= 0,
+         "hci_model_get_act_second_moments: NULL argument or negative n");
+    std::shared_lock lock(model->mu);
+    const hci::ActStats& s = stats_for(model, index, "hci_model_get_act_second_moments");
+    const int32_t k = std::min<int32_t>(n, int32_t(s.sq.size()));
+    std::copy_n(s.sq.begin(), k, out);
+    *n_written = k;
+  });
+}
+
+hci_status hci_model_get_act_covariance(const hci_model* model, int32_t index, double* out,
+                                        int32_t n, int32_t* n_written, char* err,
+                                        size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && (out || n == 0) && n_written && n >= 0,
+         "hci_model_get_act_covariance: NULL argument or negative n");
+    std::shared_lock lock(model->mu);
+    const hci::ActStats& s = stats_for(model, index, "hci_model_get_act_covariance");
+    if (!s.full())
+      hci::fail(HCI_ERR_INVALID_ARGUMENT,
+                "hci_model_get_act_covariance: the model was calibrated without full_covariance");
+    const int32_t k = int32_t(std::min<int64_t>(n, int64_t(s.H.size())));
+    std::copy_n(s.H.begin(), k, out);
     *n_written = k;
   });
 }

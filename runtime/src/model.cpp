@@ -17,16 +17,20 @@ std::string linear_name(int index) {
 
 double Linear::active_error() const {
   if (!bits) return 0;
+  if (rank == 0) return norm_e;
+  if (size_t(rank) < err_prefix.size()) return err_prefix[size_t(rank)];
   double e2 = norm_e * norm_e;
   for (int i = 0; i < rank; ++i) e2 -= singular[size_t(i)] * singular[size_t(i)];
   return std::sqrt(e2 > 0 ? e2 : 0);
 }
 
 void Linear::clear_quantization() {
-  bits = group_size = max_rank = rank = 0;
+  bits = group_size = max_rank = rank = scaling = 0;
   codes.clear();
   scales.clear();
   zeros.clear();
+  g_idx.clear();
+  err_prefix.clear();
   w_deq.clear();
   A.clear();
   B.clear();

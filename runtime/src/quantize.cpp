@@ -8,6 +8,26 @@
 
 namespace hci {
 
+double QuantGrid::code(double w) const {
+  return std::clamp(std::nearbyint(w / scale) + zero, 0.0, qmax);
+}
+
+QuantGrid quant_grid(double lo, double hi, int bits) {
+  QuantGrid g;
+  g.qmax = double((1 << bits) - 1);
+  lo = std::min(lo, 0.0);
+  hi = std::max(hi, 0.0);
+  if (lo == 0.0 && hi == 0.0) {
+    lo = -1.0;
+    hi = 1.0;
+  }
+  float scale = f16_to_f32(f32_to_f16(float((hi - lo) / g.qmax)));
+  if (scale == 0.0f) scale = f16_to_f32(1);  // smallest fp16 subnormal
+  g.scale = double(scale);
+  g.zero = std::clamp(std::nearbyint(-lo / g.scale), 0.0, g.qmax);
+  return g;
+}
+
 void quantize_rtn(const float* w, int d_out, int d_in, int bits, int group_size,
                   std::vector<uint8_t>& codes, std::vector<float>& scales,
                   std::vector<float>& zeros, std::vector<float>& w_deq) {

@@ -14,6 +14,19 @@ namespace hci {
 //   code  = clamp(round(w / scale) + zero, 0, 2^bits - 1),  deq = (code - zero) * scale
 // with round-half-to-even. Outputs: codes [d_out, d_in], scales and zeros [d_out, d_in/group],
 // w_deq [d_out, d_in].
+// The same quantizer for one group given its values' range in float64 (used by GPTQ, whose
+// weights are float64): lo/hi widened to include 0 ((-1, 1) when both are 0), scale rounded to
+// float16 (the smallest fp16 subnormal if that rounds to 0), zero = clamp(round(-lo/scale)).
+struct QuantGrid {
+  double scale = 1;
+  double zero = 0;
+  double qmax = 15;
+  // clamp(round(w / scale) + zero, 0, qmax), round-half-to-even
+  double code(double w) const;
+  double deq(double code) const { return (code - zero) * scale; }
+};
+QuantGrid quant_grid(double lo, double hi, int bits);
+
 void quantize_rtn(const float* w, int d_out, int d_in, int bits, int group_size,
                   std::vector<uint8_t>& codes, std::vector<float>& scales,
                   std::vector<float>& zeros, std::vector<float>& w_deq);
