@@ -36,6 +36,13 @@ export {
 export { sampleCalibrationWindows, seededRandom, type WindowOptions } from "./calibration.ts";
 export { Session, type SessionOptions } from "./session.ts";
 export {
+  benchLowRank,
+  type FactorType,
+  type LowRankBenchOptions,
+  type LowRankBenchResult,
+  type SimdLevel,
+} from "./hetero.ts";
+export {
   type CalibInfo,
   type EvalResult,
   LINEAR_ALL,

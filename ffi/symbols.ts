@@ -26,6 +26,11 @@ const EVAL_PARAMS = { struct: ["i32", "i32", "i32", "i32"] } as const;
 /** Field types of `hci_session_params` (returned by value). */
 const SESSION_PARAMS = { struct: ["i32", "i32"] } as const;
 
+/** Field types of `hci_lowrank_bench_params` (returned by value): 12 × int32. */
+const LOWRANK_BENCH_PARAMS = {
+  struct: ["i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32", "i32"],
+} as const;
+
 /** The symbol table passed to `Deno.dlopen` for libhcinfer. */
 export const symbols = {
   // Library
@@ -158,6 +163,15 @@ export const symbols = {
   //  err_len)
   hci_generate_greedy: {
     parameters: ["pointer", "buffer", "i32", "i32", "i32", "buffer", "buffer", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+
+  // CPU compensation kernels
+  hci_lowrank_bench_default_params: { parameters: [], result: LOWRANK_BENCH_PARAMS },
+  // (params, out, err, err_len)
+  hci_lowrank_bench: {
+    parameters: ["buffer", "buffer", "buffer", "usize"],
     result: "i32",
     nonblocking: true,
   },

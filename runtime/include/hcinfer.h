@@ -332,6 +332,41 @@ HCI_API hci_status hci_generate_greedy(hci_session* session, const int32_t* prom
                                int32_t n_new, int32_t eos_id, int32_t* out, int32_t* n_out,
                                char* err, size_t err_len);
 
+// ---------------------------------------------------------------------------------------------
+// CPU compensation kernels (the heterogeneous path's CPU half): benchmark at real model shapes
+
+typedef struct hci_lowrank_bench_params {
+  int32_t d_model;      // hidden size (4096 for Llama-2-7B)
+  int32_t d_ff;         // MLP intermediate size (11008)
+  int32_t kv_dim;       // k/v projection output size (n_kv_heads * head_dim; 4096, or 1024 for Llama-3-8B)
+  int32_t n_layers;     // blocks; each has 4 compensation points: q/k/v, o, gate/up, down
+  int32_t rank;         // rank of every branch
+  int32_t batch;        // rows of x per point (decode batch)
+  int32_t factor_type;  // 0 float32, 1 bfloat16 (default), 2 float16
+  int32_t n_threads;    // worker threads (the caller is one of them); 0 = all online cores
+  int32_t simd;         // -1 = best available, 0 scalar, 1 AVX2+FMA, 2 AVX-512F
+  int32_t iters;        // timed passes (the median is reported)
+  int32_t warmup;       // untimed passes first
+  int32_t first_core;   // pin worker i to core first_core + i; -1 = no pinning
+} hci_lowrank_bench_params;
+
+HCI_API hci_lowrank_bench_params hci_lowrank_bench_default_params(void);
+
+typedef struct hci_lowrank_bench_result {
+  double seconds_median;  // one pass over every point (a decode step's compensation)
+  double seconds_min;     // fastest pass
+  double bytes;           // factor bytes read per pass (A rows and B columns in use)
+  double host_read_gbps;  // streaming read bandwidth of 1 GiB with the same threads and pinning
+  int32_t simd;           // level that ran
+  int32_t n_points;       // compensation points per pass
+} hci_lowrank_bench_result;
+
+// Builds n_layers * 4 compensation points with random factors, times passes over all of them
+// (each point: t = A·x over the concatenated A of the layers sharing x, then y_j += B_j·t_j,
+// split over the threads), and measures host read bandwidth beside it. Memory: about `bytes`.
+HCI_API hci_status hci_lowrank_bench(const hci_lowrank_bench_params* params,
+                                     hci_lowrank_bench_result* out, char* err, size_t err_len);
+
 #ifdef __cplusplus
 }
 #endif

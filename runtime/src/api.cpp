@@ -16,6 +16,7 @@
 #include "compensation.h"
 #include "error.h"
 #include "forward.h"
+#include "hetero/lowrank_bench.h"
 #include "hcinfer.h"
 #include "model.h"
 #include "scoring.h"
@@ -41,6 +42,8 @@ static_assert(sizeof(hci_calib_info) == 32 && offsetof(hci_calib_info, n_tokens)
 static_assert(sizeof(hci_eval_params) == 16, "hci_eval_params layout");
 static_assert(sizeof(hci_eval_result) == 32, "hci_eval_result layout");
 static_assert(sizeof(hci_session_params) == 8, "hci_session_params layout");
+static_assert(sizeof(hci_lowrank_bench_params) == 48, "hci_lowrank_bench_params layout");
+static_assert(sizeof(hci_lowrank_bench_result) == 40, "hci_lowrank_bench_result layout");
 
 struct hci_model {
   hci::Model m;
@@ -503,6 +506,43 @@ hci_status hci_generate_greedy(hci_session* session, const int32_t* prompt, int3
       session->st->forward(&next, 1, session->hidden.data());
       session->st->logits(session->hidden.data(), 1, logits.data());
     }
+  });
+}
+
+hci_lowrank_bench_params hci_lowrank_bench_default_params(void) {
+  return hci_lowrank_bench_params{4096, 11008, 4096, 32, 64, 1, 1, 0, -1, 20, 3, -1};
+}
+
+hci_status hci_lowrank_bench(const hci_lowrank_bench_params* params,
+                             hci_lowrank_bench_result* out, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(params && out, "hci_lowrank_bench: NULL argument");
+    const hci_lowrank_bench_params& p = *params;
+    if (p.factor_type < 0 || p.factor_type > 2)
+      hci::fail(HCI_ERR_INVALID_ARGUMENT, "hci_lowrank_bench: factor_type must be 0, 1 or 2");
+    if (p.simd < -1 || p.simd > 2)
+      hci::fail(HCI_ERR_INVALID_ARGUMENT, "hci_lowrank_bench: simd must be -1, 0, 1 or 2");
+    hci::LowRankBenchConfig c;
+    c.d_model = p.d_model;
+    c.d_ff = p.d_ff;
+    c.kv_dim = p.kv_dim;
+    c.n_layers = p.n_layers;
+    c.rank = p.rank;
+    c.batch = p.batch;
+    c.type = hci::FactorType(p.factor_type);
+    c.n_threads = resolve_threads(p.n_threads, 0);
+    c.simd = p.simd < 0 ? hci::best_simd_level() : hci::SimdLevel(p.simd);
+    c.iters = p.iters;
+    c.warmup = p.warmup;
+    c.first_core = p.first_core;
+    const hci::LowRankBenchResult r = hci::bench_lowrank(c);
+    *out = hci_lowrank_bench_result{};
+    out->seconds_median = r.seconds_median;
+    out->seconds_min = r.seconds_min;
+    out->bytes = r.bytes;
+    out->host_read_gbps = r.host_read_gbps;
+    out->simd = int32_t(c.simd);
+    out->n_points = r.n_points;
   });
 }
 

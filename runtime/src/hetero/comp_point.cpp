@@ -1,0 +1,284 @@
+#include "hetero/comp_point.h"
+
+// GCC 12 warns inside its own AVX-512 reduction intrinsics (a known false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "error.h"
+#include "safetensors.h"  // f32_to_f16 / f16_to_f32 / bf16_to_f32
+
+namespace hci {
+
+namespace {
+
+uint16_t f32_to_bf16(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+
+// ---- element loads, widened to float32 ------------------------------------------------------
+template <FactorType T>
+inline float load1(const uint8_t* p) {
+  if constexpr (T == FactorType::F32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return T == FactorType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+  }
+}
+
+constexpr int elem_size(FactorType t) { return t == FactorType::F32 ? 4 : 2; }
+
+// out[b] = Σ_k a[k] · x[b][k] for nb ≤ 4 rows of x; scalar version.
+template <FactorType T>
+void rowdot_scalar(const uint8_t* a, const float* const* x, int nb, int n, float* out) {
+  for (int b = 0; b < nb; ++b) out[b] = 0;
+  for (int k = 0; k < n; ++k) {
+    const float v = load1<T>(a + size_t(k) * elem_size(T));
+    for (int b = 0; b < nb; ++b) out[b] += v * x[b][k];
+  }
+}
+
+template <FactorType T>
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const uint8_t* p) {
+  if constexpr (T == FactorType::F32) return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (T == FactorType::BF16)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+__attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+template <FactorType T>
+__attribute__((target("avx2,fma,f16c"))) void rowdot_avx2(const uint8_t* a, const float* const* x,
+                                                          int nb, int n, float* out) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  int k = 0;
+  for (; k + 8 <= n; k += 8) {
+    const __m256 av = load8<T>(a + size_t(k) * elem_size(T));
+    for (int b = 0; b < nb; ++b) acc[b] = _mm256_fmadd_ps(av, _mm256_loadu_ps(x[b] + k), acc[b]);
+  }
+  for (int b = 0; b < nb; ++b) out[b] = hsum8(acc[b]);
+  for (; k < n; ++k) {
+    const float v = load1<T>(a + size_t(k) * elem_size(T));
+    for (int b = 0; b < nb; ++b) out[b] += v * x[b][k];
+  }
+}
+
+template <FactorType T>
+__attribute__((target("avx512f"))) inline __m512 load16(const uint8_t* p) {
+  if constexpr (T == FactorType::F32) return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if constexpr (T == FactorType::BF16)
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+template <FactorType T>
+__attribute__((target("avx512f"))) void rowdot_avx512(const uint8_t* a, const float* const* x,
+                                                      int nb, int n, float* out) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  int k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 av = load16<T>(a + size_t(k) * elem_size(T));
+    for (int b = 0; b < nb; ++b) acc[b] = _mm512_fmadd_ps(av, _mm512_loadu_ps(x[b] + k), acc[b]);
+  }
+  for (int b = 0; b < nb; ++b) out[b] = _mm512_reduce_add_ps(acc[b]);
+  for (; k < n; ++k) {
+    const float v = load1<T>(a + size_t(k) * elem_size(T));
+    for (int b = 0; b < nb; ++b) out[b] += v * x[b][k];
+  }
+}
+
+using RowDot = void (*)(const uint8_t*, const float* const*, int, int, float*);
+
+template <FactorType T>
+RowDot pick(SimdLevel l) {
+  switch (l) {
+    case SimdLevel::Avx512: return rowdot_avx512<T>;
+    case SimdLevel::Avx2: return rowdot_avx2<T>;
+    default: return rowdot_scalar<T>;
+  }
+}
+
+RowDot pick(FactorType t, SimdLevel l) {
+  switch (t) {
+    case FactorType::F32: return pick<FactorType::F32>(l);
+    case FactorType::BF16: return pick<FactorType::BF16>(l);
+    default: return pick<FactorType::F16>(l);
+  }
+}
+
+// The i-th of w equal slices of [0, n).
+inline void slice(int64_t n, int w, int i, int64_t& begin, int64_t& end) {
+  begin = n * i / w;
+  end = n * (i + 1) / w;
+}
+
+}  // namespace
+
+SimdLevel best_simd_level() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return SimdLevel::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SimdLevel::Avx2;
+  return SimdLevel::Scalar;
+}
+
+const char* simd_level_name(SimdLevel l) {
+  return l == SimdLevel::Avx512 ? "avx512" : l == SimdLevel::Avx2 ? "avx2" : "scalar";
+}
+
+CompPoint::CompPoint(int d_in, std::vector<int> d_out, std::vector<int> r_max, FactorType type)
+    : d_in_(d_in), d_out_(std::move(d_out)), r_max_(std::move(r_max)), type_(type),
+      elem_(elem_size(type)) {
+  if (d_in <= 0 || d_out_.empty() || d_out_.size() != r_max_.size())
+    fail(HCI_ERR_INVALID_ARGUMENT, "compensation point: bad shapes");
+  int64_t b_bytes = 0;
+  for (size_t j = 0; j < d_out_.size(); ++j) {
+    if (d_out_[j] <= 0 || r_max_[j] < 0)
+      fail(HCI_ERR_INVALID_ARGUMENT, "compensation point: bad layer shape");
+    row0_.push_back(total_rank_);
+    total_rank_ += r_max_[j];
+    b_off_.push_back(b_bytes);
+    b_bytes += int64_t(d_out_[j]) * r_max_[j] * elem_;
+  }
+  a_.assign(size_t(total_rank_) * size_t(d_in_) * size_t(elem_), 0);
+  b_.assign(size_t(b_bytes), 0);
+}
+
+void CompPoint::set_factors(int j, const float* A, const float* B) {
+  auto store = [&](uint8_t* dst, const float* src, int64_t count) {
+    for (int64_t i = 0; i < count; ++i) {
+      if (type_ == FactorType::F32) {
+        std::memcpy(dst + 4 * i, src + i, 4);
+      } else {
+        const uint16_t h = type_ == FactorType::BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+    }
+  };
+  store(a_.data() + size_t(row0_[size_t(j)]) * size_t(d_in_) * size_t(elem_), A,
+        int64_t(r_max_[size_t(j)]) * d_in_);
+  store(b_.data() + b_off_[size_t(j)], B, int64_t(d_out_[size_t(j)]) * r_max_[size_t(j)]);
+}
+
+float CompPoint::a_at(int64_t row, int col) const {
+  const uint8_t* p = a_.data() + (size_t(row) * size_t(d_in_) + size_t(col)) * size_t(elem_);
+  switch (type_) {
+    case FactorType::F32: return load1<FactorType::F32>(p);
+    case FactorType::BF16: return load1<FactorType::BF16>(p);
+    default: return load1<FactorType::F16>(p);
+  }
+}
+
+float CompPoint::b_at(int j, int row, int col) const {
+  const uint8_t* p = b_.data() + b_off_[size_t(j)] +
+                     (size_t(row) * size_t(r_max_[size_t(j)]) + size_t(col)) * size_t(elem_);
+  switch (type_) {
+    case FactorType::F32: return load1<FactorType::F32>(p);
+    case FactorType::BF16: return load1<FactorType::BF16>(p);
+    default: return load1<FactorType::F16>(p);
+  }
+}
+
+int64_t CompPoint::bytes_read(const int* ranks) const {
+  int64_t s = 0;
+  for (int j = 0; j < layers(); ++j) s += int64_t(ranks[j]) * (d_in_ + d_out_[size_t(j)]) * elem_;
+  return s;
+}
+
+void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, float* t,
+                      WorkerPool& pool, SimdLevel level) const {
+  const RowDot dot = pick(type_, level);
+  const int L = layers();
+  for (int j = 0; j < L; ++j)
+    if (ranks[j] < 0 || ranks[j] > r_max_[size_t(j)])
+      fail(HCI_ERR_INVALID_ARGUMENT, "compensation point: rank out of range");
+  // Active A rows, flattened: layer j contributes ranks[j] rows starting at row0_j.
+  int64_t active = 0;
+  for (int j = 0; j < L; ++j) active += ranks[j];
+  int64_t outputs = 0;
+  for (int j = 0; j < L; ++j) outputs += ranks[j] > 0 ? d_out_[size_t(j)] : 0;
+  const int W = pool.size();
+  const int T = total_rank_;
+  // Phase 1: t[b, row0_j + k] = A_j[k] · x[b]
+  pool.run([&](int w) {
+    int64_t begin, end;
+    slice(active, W, w, begin, end);
+    int j = 0;
+    int64_t base = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= base + ranks[j]) base += ranks[j++];
+      const int64_t row = row0_[size_t(j)] + (i - base);
+      const uint8_t* a = a_.data() + size_t(row) * size_t(d_in_) * size_t(elem_);
+      for (int b0 = 0; b0 < n; b0 += 4) {
+        const int nb = std::min(4, n - b0);
+        const float* xs[4];
+        float out[4];
+        for (int b = 0; b < nb; ++b) xs[b] = x + size_t(b0 + b) * size_t(d_in_);
+        dot(a, xs, nb, d_in_, out);
+        for (int b = 0; b < nb; ++b) t[size_t(b0 + b) * size_t(T) + size_t(row)] = out[b];
+      }
+    }
+  });
+  // Phase 2: y_j[b, i] += B_j[i, :r_j] · t[b, row0_j : row0_j + r_j]
+  pool.run([&](int w) {
+    int64_t begin, end;
+    slice(outputs, W, w, begin, end);
+    int j = 0;
+    int64_t base = 0;
+    auto layer_rows = [&](int jj) { return ranks[jj] > 0 ? int64_t(d_out_[size_t(jj)]) : 0; };
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= base + layer_rows(j)) base += layer_rows(j++);
+      const int r = ranks[j];
+      const int64_t row = i - base;
+      const uint8_t* brow =
+          b_.data() + b_off_[size_t(j)] + size_t(row) * size_t(r_max_[size_t(j)]) * size_t(elem_);
+      for (int b0 = 0; b0 < n; b0 += 4) {
+        const int nb = std::min(4, n - b0);
+        const float* ts[4];
+        float out[4];
+        for (int b = 0; b < nb; ++b)
+          ts[b] = t + size_t(b0 + b) * size_t(T) + size_t(row0_[size_t(j)]);
+        dot(brow, ts, nb, r, out);
+        for (int b = 0; b < nb; ++b)
+          y[j][size_t(b0 + b) * size_t(d_out_[size_t(j)]) + size_t(row)] += out[b];
+      }
+    }
+  });
+}
+
+void CompPoint::apply_reference(const int* ranks, const float* x, int n, double* const* y) const {
+  for (int j = 0; j < layers(); ++j) {
+    const int r = ranks[j], dout = d_out_[size_t(j)];
+    for (int b = 0; b < n; ++b) {
+      std::vector<double> tj(size_t(r), 0.0);
+      for (int k = 0; k < r; ++k)
+        for (int c = 0; c < d_in_; ++c)
+          tj[size_t(k)] += double(a_at(row0_[size_t(j)] + k, c)) * x[size_t(b) * size_t(d_in_) + size_t(c)];
+      for (int i = 0; i < dout; ++i) {
+        double s = 0;
+        for (int k = 0; k < r; ++k) s += double(b_at(j, i, k)) * tj[size_t(k)];
+        y[j][size_t(b) * size_t(dout) + size_t(i)] += s;
+      }
+    }
+  }
+}
+
+}  // namespace hci

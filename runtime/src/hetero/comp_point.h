@@ -1,0 +1,72 @@
+// A compensation point: the low-rank branches of the linear layers that share one input
+// (q/k/v share the attention input, gate/up the MLP input; o and down stand alone), stored in
+// host memory and computed by the CPU:
+//   t_j = A_j[:r_j] · x          (one pass over the concatenated A factors)
+//   y_j += B_j[:, :r_j] · t_j
+// Shapes, for batch n:
+//   x      [n, d_in]                  float32 activations
+//   A_cat  [Σ_j r_max_j, d_in]        factors of all layers, row block j starts at row0_j
+//   B_j    [d_out_j, r_max_j]         one per layer
+//   t      [n, Σ_j r_max_j]           scratch
+//   y_j    [n, d_out_j]               accumulated into
+// Factors are stored as float32, bfloat16 (default) or float16 and widened to float32 in the
+// kernel; arithmetic is float32 with FMA. Kernels: AVX-512F, AVX2+FMA+F16C, and portable C++,
+// chosen at run time. Per-expert branches of MoE models are points too (one per routed expert),
+// so a step touches only the routed experts' points.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "hetero/worker_pool.h"
+
+namespace hci {
+
+enum class FactorType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+
+// Which SIMD kernel runs.
+enum class SimdLevel : int32_t { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+SimdLevel best_simd_level();
+const char* simd_level_name(SimdLevel l);
+
+class CompPoint {
+ public:
+  // d_in: shared input size; d_out[j], r_max[j] per layer; factors zero until set_factors().
+  CompPoint(int d_in, std::vector<int> d_out, std::vector<int> r_max, FactorType type);
+
+  // Copies layer j's float32 factors A [r_max_j, d_in] and B [d_out_j, r_max_j] into storage.
+  void set_factors(int j, const float* A, const float* B);
+
+  // y[j] += B_j[:, :ranks[j]] · (A_j[:ranks[j]] · x) for each of n rows of x. `t` is scratch of
+  // n * total_rank() floats. Work is split over the pool's workers (two phases, one barrier).
+  void apply(const int* ranks, const float* x, int n, float* const* y, float* t, WorkerPool& pool,
+             SimdLevel level) const;
+
+  // Float64 reference of apply() from the stored (rounded) factors, single-threaded.
+  void apply_reference(const int* ranks, const float* x, int n, double* const* y) const;
+
+  int d_in() const { return d_in_; }
+  int layers() const { return int(d_out_.size()); }
+  int d_out(int j) const { return d_out_[size_t(j)]; }
+  int r_max(int j) const { return r_max_[size_t(j)]; }
+  int total_rank() const { return total_rank_; }
+  FactorType type() const { return type_; }
+  // Bytes of factors read by apply() at these ranks (A rows + B columns in use).
+  int64_t bytes_read(const int* ranks) const;
+  // Bytes stored.
+  int64_t bytes_stored() const { return int64_t(a_.size() + b_.size()); }
+
+ private:
+  float a_at(int64_t row, int col) const;
+  float b_at(int j, int row, int col) const;
+
+  int d_in_;
+  std::vector<int> d_out_, r_max_, row0_;
+  std::vector<int64_t> b_off_;  // byte offset of B_j in b_
+  int total_rank_ = 0;
+  FactorType type_;
+  int elem_ = 4;  // bytes per stored element
+  std::vector<uint8_t> a_, b_;  // 64-byte aligned in practice through vector growth; see cpp
+};
+
+}  // namespace hci

@@ -1,0 +1,71 @@
+#include "hetero/worker_pool.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <chrono>
+
+namespace hci {
+
+bool pin_current_thread(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
+}
+
+WorkerPool::WorkerPool(int n_threads, std::vector<int> cores)
+    : n_(n_threads < 1 ? 1 : n_threads), cores_(std::move(cores)) {
+  for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { loop(w); });
+}
+
+WorkerPool::~WorkerPool() {
+  stop_.store(true, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void WorkerPool::run(const std::function<void(int)>& fn) {
+  if (!caller_pinned_ && !cores_.empty()) {
+    pin_current_thread(cores_[0]);
+    caller_pinned_ = true;
+  }
+  fn_ = &fn;
+  pending_.store(n_ - 1, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_release);  // publishes fn_
+  }
+  cv_.notify_all();
+  fn(0);
+  while (pending_.load(std::memory_order_acquire) != 0) {
+  }
+  fn_ = nullptr;
+}
+
+void WorkerPool::loop(int worker) {
+  if (worker < int(cores_.size())) pin_current_thread(cores_[size_t(worker)]);
+  uint64_t seen = 0;
+  for (;;) {
+    // spin briefly for the next generation, then block on it
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    while (g == seen && std::chrono::steady_clock::now() < until)
+      g = generation_.load(std::memory_order_acquire);
+    if (g == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+      g = generation_.load(std::memory_order_acquire);
+    }
+    seen = g;
+    if (stop_.load(std::memory_order_acquire)) return;
+    (*fn_)(worker);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+}  // namespace hci

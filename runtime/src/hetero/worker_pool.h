@@ -1,0 +1,52 @@
+// A persistent pool of spinning worker threads for short, latency-critical parallel sections
+// (the per-layer low-rank compensation of a decode step takes microseconds, far less than a
+// condition-variable wake-up). Workers can be pinned to given cores so that the GPU driver's own
+// threads and the thread that feeds the GPU keep theirs.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace hci {
+
+class WorkerPool {
+ public:
+  // n_threads workers in total, the calling thread counted as worker 0. cores: optional CPU ids
+  // to pin workers 0..n-1 to (worker 0's pinning applies to the calling thread when run() is
+  // first called from it); empty = no pinning.
+  explicit WorkerPool(int n_threads, std::vector<int> cores = {});
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  int size() const { return n_; }
+  // Runs fn(worker) on every worker (the caller is worker 0) and returns when all are done.
+  // Not reentrant: one run at a time.
+  void run(const std::function<void(int)>& fn);
+  // When idle, workers spin for this many microseconds before sleeping (default 200).
+  void set_spin_us(int us) { spin_us_ = us; }
+
+ private:
+  void loop(int worker);
+  int n_;
+  std::vector<int> cores_;
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;               // only for sleeping workers
+  std::condition_variable cv_;
+  const std::function<void(int)>* fn_ = nullptr;
+  bool caller_pinned_ = false;
+  int spin_us_ = 200;
+};
+
+// Pins the calling thread to one CPU; returns false when the OS refuses.
+bool pin_current_thread(int cpu);
+
+}  // namespace hci
