@@ -38,3 +38,45 @@ export function progressReporter<P>(
     }
   };
 }
+
+/** A free-form status of a long run (e.g. a Slurm job), for {@linkcode statusReporter}. */
+export interface Status {
+  /** Points done. */
+  done: number;
+  /** Points in all. */
+  total: number;
+  /** What is going on. */
+  text: string;
+  /** Seconds since the start. */
+  elapsedSeconds: number;
+  /** Estimated seconds left, or null. */
+  etaSeconds: number | null;
+  /** The last report (ends the rewritten line on a terminal). */
+  final?: boolean;
+}
+
+/**
+ * A status reporter in the style of {@linkcode progressReporter}: one rewritten line on a
+ * terminal, plain lines otherwise (only when something changed, at most every 30 s otherwise).
+ *
+ * @returns the callback
+ */
+export function statusReporter(): (s: Status) => void {
+  const tty = Deno.stderr.isTerminal();
+  let last = "";
+  let lastAt = -Infinity;
+  return (s) => {
+    const head = `[${s.done}/${s.total}]`;
+    const body = `${head} ${s.text}`;
+    const line = s.final
+      ? `${body} after ${fmtSeconds(s.elapsedSeconds)}`
+      : `${body} (elapsed ${fmtSeconds(s.elapsedSeconds)}, eta ${fmtSeconds(s.etaSeconds)})`;
+    if (tty) {
+      Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${line}${s.final ? "\n" : ""}`));
+    } else if (s.final || body !== last || s.elapsedSeconds - lastAt >= 30) {
+      console.error(line);
+      last = body;
+      lastAt = s.elapsedSeconds;
+    }
+  };
+}

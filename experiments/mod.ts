@@ -31,8 +31,27 @@ export { expandGrid, type GridPoint } from "./grid.ts";
 export {
   type PointContext,
   runSweep,
+  type Shard,
   type SweepOptions,
   type SweepProgress,
   type SweepRecord,
   type SweepSummary,
 } from "./runner.ts";
+export {
+  type AnyExperiment,
+  type Experiment,
+  listShardFiles,
+  localConfig,
+  locateRecordedFile,
+  mergeShards,
+  type NamedFigure,
+  type PointRunner,
+  portableConfig,
+  readExperimentRecords,
+  recordedModelDir,
+  RESULTS_FILE,
+  runExperiment,
+  type RunExperimentOptions,
+  shardPath,
+} from "./experiment.ts";
+export { experimentNames, EXPERIMENTS, findExperiment } from "./registry.ts";

@@ -25,6 +25,20 @@ export interface SweepRecord<P = unknown, M = Record<string, unknown>> {
   started: string;
   /** Wall-clock seconds of `runPoint`. */
   seconds: number;
+  /**
+   * The experiment's resolved configuration, when the caller gave one ({@linkcode
+   * SweepOptions.config}): with the point, what `deno task reproduce` needs to rerun it. Absent
+   * in records written before it was recorded.
+   */
+  config?: unknown;
+}
+
+/** A deterministic share of a sweep's points: those whose index `i` has `i % count === index`. */
+export interface Shard {
+  /** This shard, 0 ≤ index < count. */
+  index: number;
+  /** Number of shards. */
+  count: number;
 }
 
 /** What `runPoint` gets besides the point. */
@@ -71,11 +85,20 @@ export interface SweepOptions<P, M> {
   onProgress?: (progress: SweepProgress<P>) => void;
   /** Receives warnings of the result store (a truncated final line); default console.warn. */
   onWarning?: (message: string) => void;
+  /** Recorded as each record's `config` (the resolved configuration the points come from). */
+  config?: unknown;
+  /** Run only this shard's points (by index in `points`); default all. */
+  shard?: Shard;
+  /**
+   * Further result files whose "ok" records of this experiment count as done (e.g. the merged
+   * results.jsonl beside a shard's file); records are only ever appended to `outPath`.
+   */
+  donePaths?: readonly string[];
 }
 
 /** What a finished sweep did. */
 export interface SweepSummary<P, M> {
-  /** Points in the sweep. */
+  /** Points in the sweep (in this shard, when sharded). */
   total: number;
   /** Points skipped as already recorded (or repeated in `points`). */
   skipped: number;
@@ -104,10 +127,21 @@ export async function runSweep<P, M extends object = Record<string, unknown>>(
   const elapsed = () => (performance.now() - t0) / 1000;
   const onWarning = options.onWarning ?? console.warn;
 
-  const existing = await readRecords<Partial<SweepRecord>>(outPath, { onWarning });
+  const { shard } = options;
+  if (
+    shard && !(Number.isInteger(shard.count) && shard.count >= 1 &&
+      Number.isInteger(shard.index) && shard.index >= 0 && shard.index < shard.count)
+  ) {
+    throw new RangeError(`runSweep: invalid shard ${shard.index} of ${shard.count}`);
+  }
+  const existing: Partial<SweepRecord>[] = [];
+  for (const path of [outPath, ...options.donePaths ?? []]) {
+    existing.push(...await readRecords<Partial<SweepRecord>>(path, { onWarning }));
+  }
   const done = new Set(
     existing.filter((r) => r.experiment === experiment && r.status === "ok").map((r) => r.key),
   );
+  const selected = [...points.entries()].filter(([i]) => !shard || i % shard.count === shard.index);
   const keys = points.map((p) => pointKey(experiment, p));
   const records: SweepRecord<P, M>[] = [];
   let finished = 0;
@@ -115,10 +149,10 @@ export async function runSweep<P, M extends object = Record<string, unknown>>(
   let runSeconds = 0;
   const report = (current: P | null) => {
     if (!onProgress) return;
-    const left = points.length - finished;
+    const left = selected.length - finished;
     onProgress({
       done: finished,
-      total: points.length,
+      total: selected.length,
       skipped,
       current,
       elapsedSeconds: elapsed(),
@@ -126,7 +160,7 @@ export async function runSweep<P, M extends object = Record<string, unknown>>(
     });
   };
 
-  for (const [index, point] of points.entries()) {
+  for (const [index, point] of selected) {
     const key = keys[index];
     if (done.has(key)) {
       finished++;
@@ -159,6 +193,7 @@ export async function runSweep<P, M extends object = Record<string, unknown>>(
       status: "ok",
       started,
       seconds,
+      ...(options.config === undefined ? {} : { config: options.config }),
     };
     await appendRecord(outPath, record as unknown as Record<string, unknown>, { onWarning });
     records.push(record);
@@ -167,5 +202,5 @@ export async function runSweep<P, M extends object = Record<string, unknown>>(
     runSeconds += seconds;
   }
   report(null);
-  return { total: points.length, skipped, records, seconds: elapsed() };
+  return { total: selected.length, skipped, records, seconds: elapsed() };
 }

@@ -158,3 +158,40 @@ Deno.test("progress reports done, skipped, current point and ETA", async () => {
     );
   });
 });
+
+Deno.test("a shard runs only points i with i mod count = index; done files count as done", async () => {
+  await withTempDir(async (dir) => {
+    const merged = join(dir, "results.jsonl");
+    const out = join(dir, "results.shard-1.jsonl");
+    await sweep(merged, [points[1]], []); // already in the merged file
+    const ran: Point[] = [];
+    const summary = await runSweep<Point, Metrics>({
+      experiment: "demo",
+      points,
+      outPath: out,
+      shard: { index: 1, count: 2 },
+      donePaths: [merged],
+      config: { grid: "bits × rank" },
+      runPoint: (p) => (ran.push(p), Promise.resolve({ ppl: fakePpl(p) })),
+      provenance: () => Promise.resolve({}),
+    });
+    assert.deepEqual(ran, [points[3], points[5]]);
+    assert.equal(summary.total, 3);
+    assert.equal(summary.skipped, 1);
+    const written = await readRecords<SweepRecord<Point, Metrics>>(out);
+    assert.deepEqual(written.map((r) => r.config), [{ grid: "bits × rank" }, {
+      grid: "bits × rank",
+    }]);
+    // without a config, records have no config field (as before)
+    assert.equal("config" in (await readRecords(merged))[0], false);
+    await assert.rejects(
+      runSweep({
+        ...{ experiment: "demo", points, outPath: out },
+        shard: { index: 2, count: 2 },
+        runPoint: () => Promise.resolve({}),
+        provenance: () => Promise.resolve({}),
+      }),
+      /invalid shard 2 of 2/,
+    );
+  });
+});

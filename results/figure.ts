@@ -11,7 +11,7 @@ import { dirname } from "node:path";
 /** A Plotly axis (only the fields used here are typed; any other Plotly field is allowed). */
 export interface PlotlyAxis {
   /** Axis title. */
-  title?: { text: string };
+  title?: { text: string; [key: string]: unknown };
   /** Axis type. */
   type?: "linear" | "log" | "category" | "date";
   /** Any other Plotly field. */
@@ -37,7 +37,7 @@ export interface PlotlyTrace {
 /** A Plotly layout. (plotly.js 3 takes titles only as `{text}` objects.) */
 export interface PlotlyLayout {
   /** Figure title. */
-  title?: { text: string };
+  title?: { text: string; [key: string]: unknown };
   /** x axis. */
   xaxis?: PlotlyAxis;
   /** y axis. */
@@ -62,6 +62,61 @@ export interface Series {
   x: Array<number | string>;
   /** y values; null leaves a gap. */
   y: Array<number | null>;
+  /** Symmetric error bar of each y (e.g. the standard deviation over repeats); null: none. */
+  error?: Array<number | null>;
+  /** Further Plotly trace fields (e.g. `{mode: "lines", line: {dash: "dash"}}`). */
+  style?: Record<string, unknown>;
+}
+
+/** One measured value at an x, e.g. one repeat of a point. */
+export interface Sample {
+  /** Where it goes on the x axis. */
+  x: number | string;
+  /** The value; null or non-finite values are left out. */
+  y: number | null;
+}
+
+/**
+ * Mean and error bar per x: samples with the same x (repeats, e.g. seeds) are averaged, and the
+ * error is their sample standard deviation (null where there is only one sample). Numeric x are
+ * sorted ascending, others kept in order of first appearance.
+ *
+ * @param samples the measured values
+ * @returns x, mean y, the error bars, and how many samples each x had
+ */
+export function meanWithError(
+  samples: readonly Sample[],
+): {
+  x: Array<number | string>;
+  y: Array<number | null>;
+  error: Array<number | null>;
+  n: number[];
+} {
+  const groups = new Map<number | string, number[]>();
+  for (const { x, y } of samples) {
+    if (!groups.has(x)) groups.set(x, []);
+    if (y !== null && Number.isFinite(y)) groups.get(x)!.push(y);
+  }
+  let xs = [...groups.keys()];
+  if (xs.every((v) => typeof v === "number")) xs = (xs as number[]).sort((a, b) => a - b);
+  const out = {
+    x: xs,
+    y: [] as Array<number | null>,
+    error: [] as Array<number | null>,
+    n: [] as number[],
+  };
+  for (const x of xs) {
+    const ys = groups.get(x)!;
+    const mean = ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : null;
+    out.y.push(mean);
+    out.n.push(ys.length);
+    out.error.push(
+      ys.length > 1
+        ? Math.sqrt(ys.reduce((a, b) => a + (b - mean!) ** 2, 0) / (ys.length - 1))
+        : null,
+    );
+  }
+  return out;
 }
 
 /** Titles and axis scales shared by the figure builders. */
@@ -90,6 +145,10 @@ export function lineFigure(
       name: s.name,
       x: s.x,
       y: s.y,
+      ...(s.error?.some((e) => e !== null)
+        ? { error_y: { type: "data", array: s.error.map((e) => e ?? 0), visible: true } }
+        : {}),
+      ...(s.style ?? {}),
     })),
     layout: {
       ...(options.title ? { title: { text: options.title } } : {}),

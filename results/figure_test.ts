@@ -63,3 +63,17 @@ Deno.test("writeFigure writes Plotly JSON and a self-contained HTML page", async
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("meanWithError: mean and sample standard deviation per x, sorted", async () => {
+  const { meanWithError } = await import("./figure.ts");
+  const m = meanWithError([
+    { x: 2, y: 1 },
+    { x: 1, y: 5 },
+    { x: 2, y: 3 },
+    { x: 2, y: null },
+  ]);
+  assert.deepEqual(m.x, [1, 2]);
+  assert.deepEqual(m.y, [5, 2]);
+  assert.deepEqual(m.error, [null, Math.SQRT2]);
+  assert.deepEqual(m.n, [1, 2]);
+});

@@ -36,11 +36,23 @@ export {
   type FigureTitles,
   heatmapFigure,
   lineFigure,
+  meanWithError,
   type PlotlyAxis,
   plotlyBundle,
   type PlotlyFigure,
   type PlotlyLayout,
   type PlotlyTrace,
+  type Sample,
   type Series,
   writeFigure,
 } from "./figure.ts";
+export {
+  bitsPerWeight,
+  type LinearShape,
+  llamaLinearShapes,
+  type LlamaShapeConfig,
+  readModelShapes,
+  type StorageSetting,
+} from "./memory.ts";
+export { type MergeOptions, mergeResultFiles, type MergeSummary, recordKey } from "./merge.ts";
+export { PAPER_COLORWAY, PAPER_FONT, PAPER_SIZE, paperStyle } from "./style.ts";

@@ -1,0 +1,289 @@
+/**
+ * A real single-node Slurm cluster in a temporary folder, for tests and for trying the Slurm
+ * executor on one machine: munged, slurmctld and slurmd (Debian's `munge`, `slurmctld`, `slurmd`
+ * packages) started as foreground child processes with a generated slurm.conf and munge key,
+ * and stopped again (jobs cancelled first; nothing is left running).
+ *
+ * The configuration works in a container as root without systemd or cgroups:
+ * `ProctrackType=proctrack/linuxproc`, `TaskPlugin=task/none`, `SlurmUser=SlurmdUser=root`,
+ * no accounting, private ports.
+ *
+ * ```ts
+ * await using cluster = await startSlurmCluster();
+ * // run sbatch/squeue/scancel with cluster.env (SLURM_CONF points at the generated slurm.conf)
+ * ```
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+
+/** A running cluster. */
+export interface SlurmCluster extends AsyncDisposable {
+  /** Environment for Slurm clients (`SLURM_CONF`). */
+  env: Record<string, string>;
+  /** The cluster's folder (slurm.conf, key, state, logs). */
+  dir: string;
+  /** The node's name. */
+  node: string;
+  /** Cancels every job, stops the daemons, kills leftover job steps; idempotent. */
+  stop(): Promise<void>;
+  /** The daemons' logs (for failure messages). */
+  logs(): Promise<string>;
+}
+
+const BINARIES = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo"];
+
+/** The Slurm/munge executables this needs that are not on PATH (or in /usr/sbin). */
+export function missingSlurmBinaries(): string[] {
+  return BINARIES.filter((b) => findBinary(b) === null);
+}
+
+function findBinary(name: string): string | null {
+  const dirs = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/usr/bin", "/sbin"];
+  for (const d of dirs.filter(Boolean)) {
+    try {
+      if (Deno.statSync(join(d, name)).isFile) return join(d, name);
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function run(cmd: string, args: string[], env: Record<string, string>) {
+  const out = await new Deno.Command(findBinary(cmd) ?? cmd, {
+    args,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    ok: out.success,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+async function shortHostname(): Promise<string> {
+  const out = await run("hostname", ["-s"], {}).catch(() => null);
+  const name = out?.ok ? out.stdout.trim() : "";
+  return name || Deno.hostname().split(".")[0];
+}
+
+/** Pids of running processes whose command name is `name` (from /proc). */
+function pidsNamed(name: string): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/comm`).trim() === name) pids.push(Number(e.name));
+    } catch { /* gone */ }
+  }
+  return pids;
+}
+
+const sleep = (ms: number) => new Promise((ok) => setTimeout(ok, ms));
+
+async function until(
+  what: string,
+  check: () => Promise<boolean>,
+  seconds: number,
+  logs: () => Promise<string>,
+) {
+  const end = performance.now() + seconds * 1000;
+  while (performance.now() < end) {
+    if (await check()) return;
+    await sleep(200);
+  }
+  throw new Error(`local Slurm: ${what} within ${seconds} s\n${await logs()}`);
+}
+
+/**
+ * Starts munged, slurmctld and slurmd in a new temporary folder and waits until the node is
+ * idle.
+ *
+ * @param options `cpus` of the node (default the machine's), `dir` (default a new temp folder)
+ * @returns the cluster
+ * @throws Error naming the missing packages, or with the daemons' logs when they do not start
+ */
+export async function startSlurmCluster(
+  options: { cpus?: number; dir?: string } = {},
+): Promise<SlurmCluster> {
+  const missing = missingSlurmBinaries();
+  if (missing.length) {
+    throw new Error(
+      `local Slurm: missing ${missing.join(", ")}; install Debian's slurmctld, slurmd, ` +
+        `slurm-client and munge (bash scripts/setup.sh does, as root)`,
+    );
+  }
+  if (Deno.uid() !== 0) {
+    throw new Error("local Slurm: slurmd must run as root to launch jobs (run the tests as root)");
+  }
+  const dir = options.dir ?? await Deno.makeTempDir({ prefix: "hcinfer-slurm-" });
+  for (const sub of ["state", "spool", "log", "run"]) await Deno.mkdir(join(dir, sub));
+  const node = await shortHostname();
+  const cpus = options.cpus ?? navigator.hardwareConcurrency ?? 1;
+  const key = join(dir, "munge.key");
+  await Deno.writeFile(key, crypto.getRandomValues(new Uint8Array(1024)), { mode: 0o400 });
+  await Deno.chmod(key, 0o400);
+  const socket = join(dir, "run", "munge.socket");
+  const conf = join(dir, "slurm.conf");
+  await Deno.writeTextFile(
+    conf,
+    `# generated by cli/slurm_local_cluster.ts
+ClusterName=hcinfer
+SlurmctldHost=${node}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=${freePort()}
+SlurmdPort=${freePort()}
+AuthType=auth/munge
+AuthInfo=socket=${socket}
+CredType=cred/munge
+StateSaveLocation=${dir}/state
+SlurmdSpoolDir=${dir}/spool
+SlurmctldPidFile=${dir}/run/slurmctld.pid
+SlurmdPidFile=${dir}/run/slurmd.pid
+SlurmctldLogFile=${dir}/log/slurmctld.log
+SlurmdLogFile=${dir}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/builtin
+MpiDefault=none
+ReturnToService=2
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=2
+MinJobAge=300
+NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} State=UNKNOWN
+PartitionName=debug Nodes=${node} Default=YES MaxTime=INFINITE State=UP
+`,
+  );
+  const env = { SLURM_CONF: conf };
+  const stepdsBefore = new Set(pidsNamed("slurmstepd"));
+  const daemons: Deno.ChildProcess[] = [];
+  const spawn = async (cmd: string, args: string[], log: string) => {
+    const file = await Deno.open(join(dir, "log", log), { write: true, create: true });
+    const child = new Deno.Command(findBinary(cmd)!, {
+      args,
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // both streams into one log file
+    const sink = file.writable.getWriter();
+    const pump = async (s: ReadableStream<Uint8Array>) => {
+      for await (const chunk of s) await sink.write(chunk).catch(() => {});
+    };
+    Promise.all([pump(child.stdout), pump(child.stderr)]).finally(() =>
+      sink.close().catch(() => {})
+    );
+    daemons.push(child);
+    return child;
+  };
+  const logs = async () => {
+    const parts: string[] = [];
+    for (const f of ["munged.out", "slurmctld.out", "slurmd.out", "slurmctld.log", "slurmd.log"]) {
+      const text = await Deno.readTextFile(join(dir, "log", f)).catch(() => "");
+      if (text) parts.push(`--- ${f}\n${text.split("\n").slice(-25).join("\n")}`);
+    }
+    return parts.join("\n");
+  };
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await run("scancel", ["--full", "--user", "root"], env).catch(() => null);
+    // wait for the jobs to go (their steps end), then the daemons
+    const end = performance.now() + 15_000;
+    while (performance.now() < end) {
+      const q = await run("squeue", ["-h", "-o", "%i"], env).catch(() => null);
+      if (!q?.ok || q.stdout.trim() === "") break;
+      await sleep(200);
+    }
+    for (const child of [...daemons].reverse()) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        sleep(10_000).then(() => false),
+      ]);
+      if (!exited) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await child.status;
+      }
+    }
+    // job steps are daemonized by slurmd: wait for ours to end, kill any that do not
+    const stepEnd = performance.now() + 10_000;
+    let left = pidsNamed("slurmstepd").filter((p) => !stepdsBefore.has(p));
+    while (left.length && performance.now() < stepEnd) {
+      await sleep(200);
+      left = pidsNamed("slurmstepd").filter((p) => !stepdsBefore.has(p));
+    }
+    for (const pid of left) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  };
+  try {
+    await spawn("munged", [
+      "-F",
+      "-f",
+      `--key-file=${key}`,
+      `--socket=${socket}`,
+      `--pid-file=${join(dir, "run", "munged.pid")}`,
+      `--log-file=${join(dir, "log", "munged.log")}`,
+      `--seed-file=${join(dir, "run", "munged.seed")}`,
+    ], "munged.out");
+    await until(
+      "munged did not create its socket",
+      async () => {
+        try {
+          await Deno.stat(socket);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      15,
+      logs,
+    );
+    await spawn("slurmctld", ["-D", "-i"], "slurmctld.out");
+    await until(
+      "slurmctld did not answer",
+      async () => (await run("scontrol", ["ping"], env)).stdout.includes("UP"),
+      30,
+      logs,
+    );
+    await spawn("slurmd", ["-D", "-N", node], "slurmd.out");
+    await until(
+      "the node did not become idle",
+      async () => {
+        const s = await run("sinfo", ["-h", "-N", "-o", "%T"], env);
+        return s.ok && /^idle/m.test(s.stdout.trim());
+      },
+      30,
+      logs,
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { env, dir, node, stop, logs, [Symbol.asyncDispose]: stop };
+}
