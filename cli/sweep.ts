@@ -17,30 +17,11 @@ import {
 } from "../experiments/experiment.ts";
 import { experimentNames, findExperiment } from "../experiments/registry.ts";
 import { parseConfig } from "../experiments/schema.ts";
-import { runZeroShot, ZeroShotConfigSchema, zeroShotTables } from "../experiments/zero_shot.ts";
 import { intOption, parseCli, runMain, UsageError } from "./args.ts";
 import { progressReporter } from "./progress.ts";
 import { submitSweep } from "./slurm.ts";
 
-/**
- * Experiments that only run locally (not yet declared in experiments/registry.ts): a function
- * from the config (as read, with its source for messages) and the result folder to the tables.
- */
-const LOCAL_ONLY: Record<
-  string,
-  (config: unknown, source: string, outDir: string) => Promise<string>
-> = {
-  zero_shot: async (raw, source, outDir) => {
-    const config = parseConfig(ZeroShotConfigSchema, raw, source);
-    const records = await runZeroShot(config, {
-      outDir,
-      onProgress: progressReporter((p) => `${p.config} on ${p.task}`),
-    });
-    return zeroShotTables(records);
-  },
-};
-
-const names = () => [...experimentNames(), ...Object.keys(LOCAL_ONLY)].join(", ");
+const names = () => experimentNames().join(", ");
 
 const USAGE = () =>
   `deno task sweep <experiment> --config FILE [--out DIR] [--executor local|slurm] [options]
@@ -81,9 +62,7 @@ await runMain(async () => {
   const [name] = positionals;
   if (!name) throw new UsageError(`name an experiment\n\n${USAGE()}`);
   const exp = findExperiment(name);
-  if (!exp && !LOCAL_ONLY[name]) {
-    throw new UsageError(`unknown experiment '${name}' (known: ${names()})`);
-  }
+  if (!exp) throw new UsageError(`unknown experiment '${name}' (known: ${names()})`);
   if (!values.config) throw new UsageError(`--config is required\n\n${USAGE()}`);
   const executor = values.executor ?? "local";
   if (executor !== "local" && executor !== "slurm") {
@@ -92,14 +71,6 @@ await runMain(async () => {
   const outDir = values.out ??
     join(REPO_ROOT, "results/runs", `${name}-${basename(values.config).replace(/\.json$/, "")}`);
   const raw = await readConfigFile(values.config);
-  if (!exp) {
-    if (executor !== "local" || values.merge || values["shard-index"] !== undefined) {
-      throw new UsageError(`experiment '${name}' runs only locally, without shards`);
-    }
-    console.log(await LOCAL_ONLY[name](raw, values.config, outDir));
-    console.log(`results: ${outDir}`);
-    return;
-  }
   const config = parseConfig(exp.schema, raw, values.config);
   const shards = intOption(values.shards, "shards", 4, 1);
 

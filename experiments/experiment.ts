@@ -227,17 +227,18 @@ function exists(path: string): boolean {
 }
 
 /**
- * A file or folder named in a record (its provenance or config), found on this machine: the
- * path itself when it exists, else the longest tail of it (two parts at least) that exists
- * under this repository or the shared tree (records keep absolute paths of the machine that
- * wrote them).
+ * A file or folder named in a record (its provenance or config), found on this machine: a
+ * `repo:`/`shared:` path resolved; an absolute path (records keep those of the machine that
+ * wrote them) mapped to the longest tail of it (two parts at least) that exists under this
+ * repository or the shared tree, and only failing that the path itself, so that a record of
+ * another checkout resolves to this one's files.
  *
  * @param path the recorded path (absolute, or `repo:`/`shared:`)
  * @returns an existing path, or null
  */
 export function locateRecordedFile(path: string): string | null {
   const abs = resolveConfigPath(path, REPO_ROOT);
-  if (exists(abs)) return abs;
+  if (path.startsWith("repo:") || path.startsWith("shared:")) return exists(abs) ? abs : null;
   const parts = abs.split("/").filter(Boolean);
   const roots = [REPO_ROOT, sharedRoot()];
   for (let i = 1; i <= parts.length - 2; i++) {
@@ -246,7 +247,7 @@ export function locateRecordedFile(path: string): string | null {
       if (exists(candidate)) return candidate;
     }
   }
-  return null;
+  return exists(abs) ? abs : null;
 }
 
 /**

@@ -11,6 +11,7 @@ import { cpuLowRank } from "./cpu_lowrank.ts";
 import type { AnyExperiment } from "./experiment.ts";
 import { pplVsRank } from "./ppl_vs_rank.ts";
 import { synthetic } from "./synthetic.ts";
+import { zeroShot } from "./zero_shot.ts";
 
 /** Every declared experiment, by name. */
 export const EXPERIMENTS: Readonly<Record<string, AnyExperiment>> = {
@@ -18,6 +19,7 @@ export const EXPERIMENTS: Readonly<Record<string, AnyExperiment>> = {
   [accuracyVsRank.name]: accuracyVsRank,
   [cpuLowRank.name]: cpuLowRank,
   [synthetic.name]: synthetic,
+  [zeroShot.name]: zeroShot,
 };
 
 /**
