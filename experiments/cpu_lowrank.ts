@@ -10,7 +10,8 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { benchLowRank, libraryVersion, type LowRankBenchResult } from "../ffi/mod.ts";
-import { collectProvenance, pivot, toCsv, toMarkdown } from "../results/mod.ts";
+import { collectProvenance } from "../results/provenance.ts";
+import { pivot, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment } from "./experiment.ts";
 import type { SweepRecord } from "./runner.ts";
 
