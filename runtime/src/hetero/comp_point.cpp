@@ -69,6 +69,15 @@ __attribute__((target("avx2,fma,f16c"))) void rowdot_avx2(const uint8_t* a, cons
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                    _mm256_setzero_ps()};
   int k = 0;
+  if (nb == 1) {  // one row of x: four independent chains to cover the FMA latency
+    const float* x0 = x[0];
+    for (; k + 32 <= n; k += 32)
+      for (int u = 0; u < 4; ++u)
+        acc[u] = _mm256_fmadd_ps(load8<T>(a + size_t(k + 8 * u) * elem_size(T)),
+                                 _mm256_loadu_ps(x0 + k + 8 * u), acc[u]);
+    acc[0] = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    acc[1] = acc[2] = acc[3] = _mm256_setzero_ps();
+  }
   for (; k + 8 <= n; k += 8) {
     const __m256 av = load8<T>(a + size_t(k) * elem_size(T));
     for (int b = 0; b < nb; ++b) acc[b] = _mm256_fmadd_ps(av, _mm256_loadu_ps(x[b] + k), acc[b]);
@@ -95,6 +104,15 @@ __attribute__((target("avx512f"))) void rowdot_avx512(const uint8_t* a, const fl
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                    _mm512_setzero_ps()};
   int k = 0;
+  if (nb == 1) {  // one row of x: four independent chains to cover the FMA latency
+    const float* x0 = x[0];
+    for (; k + 64 <= n; k += 64)
+      for (int u = 0; u < 4; ++u)
+        acc[u] = _mm512_fmadd_ps(load16<T>(a + size_t(k + 16 * u) * elem_size(T)),
+                                 _mm512_loadu_ps(x0 + k + 16 * u), acc[u]);
+    acc[0] = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    acc[1] = acc[2] = acc[3] = _mm512_setzero_ps();
+  }
   for (; k + 16 <= n; k += 16) {
     const __m512 av = load16<T>(a + size_t(k) * elem_size(T));
     for (int b = 0; b < nb; ++b) acc[b] = _mm512_fmadd_ps(av, _mm512_loadu_ps(x[b] + k), acc[b]);
@@ -103,6 +121,52 @@ __attribute__((target("avx512f"))) void rowdot_avx512(const uint8_t* a, const fl
   for (; k < n; ++k) {
     const float v = load1<T>(a + size_t(k) * elem_size(T));
     for (int b = 0; b < nb; ++b) out[b] += v * x[b][k];
+  }
+}
+
+// y[c] += s · b[c] for c < n (one row of Bᵀ), scalar / AVX2 / AVX-512.
+template <FactorType T>
+void axpy_scalar(const uint8_t* b, float s, float* y, int n) {
+  for (int c = 0; c < n; ++c) y[c] += s * load1<T>(b + size_t(c) * elem_size(T));
+}
+
+template <FactorType T>
+__attribute__((target("avx2,fma,f16c"))) void axpy_avx2(const uint8_t* b, float s, float* y,
+                                                        int n) {
+  const __m256 sv = _mm256_set1_ps(s);
+  int c = 0;
+  for (; c + 8 <= n; c += 8)
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(sv, load8<T>(b + size_t(c) * elem_size(T)),
+                                            _mm256_loadu_ps(y + c)));
+  for (; c < n; ++c) y[c] += s * load1<T>(b + size_t(c) * elem_size(T));
+}
+
+template <FactorType T>
+__attribute__((target("avx512f"))) void axpy_avx512(const uint8_t* b, float s, float* y, int n) {
+  const __m512 sv = _mm512_set1_ps(s);
+  int c = 0;
+  for (; c + 16 <= n; c += 16)
+    _mm512_storeu_ps(y + c, _mm512_fmadd_ps(sv, load16<T>(b + size_t(c) * elem_size(T)),
+                                            _mm512_loadu_ps(y + c)));
+  for (; c < n; ++c) y[c] += s * load1<T>(b + size_t(c) * elem_size(T));
+}
+
+using Axpy = void (*)(const uint8_t*, float, float*, int);
+
+template <FactorType T>
+Axpy pick_axpy(SimdLevel l) {
+  switch (l) {
+    case SimdLevel::Avx512: return axpy_avx512<T>;
+    case SimdLevel::Avx2: return axpy_avx2<T>;
+    default: return axpy_scalar<T>;
+  }
+}
+
+Axpy pick_axpy(FactorType t, SimdLevel l) {
+  switch (t) {
+    case FactorType::F32: return pick_axpy<FactorType::F32>(l);
+    case FactorType::BF16: return pick_axpy<FactorType::BF16>(l);
+    default: return pick_axpy<FactorType::F16>(l);
   }
 }
 
@@ -175,7 +239,12 @@ void CompPoint::set_factors(int j, const float* A, const float* B) {
   };
   store(a_.data() + size_t(row0_[size_t(j)]) * size_t(d_in_) * size_t(elem_), A,
         int64_t(r_max_[size_t(j)]) * d_in_);
-  store(b_.data() + b_off_[size_t(j)], B, int64_t(d_out_[size_t(j)]) * r_max_[size_t(j)]);
+  // B_j is kept transposed, [r_max_j, d_out_j], so that phase 2 streams contiguous rows.
+  const int dout = d_out_[size_t(j)], r = r_max_[size_t(j)];
+  std::vector<float> bt(size_t(dout) * size_t(r));
+  for (int i = 0; i < dout; ++i)
+    for (int k = 0; k < r; ++k) bt[size_t(k) * size_t(dout) + size_t(i)] = B[size_t(i) * size_t(r) + size_t(k)];
+  store(b_.data() + b_off_[size_t(j)], bt.data(), int64_t(dout) * r);
 }
 
 float CompPoint::a_at(int64_t row, int col) const {
@@ -189,7 +258,7 @@ float CompPoint::a_at(int64_t row, int col) const {
 
 float CompPoint::b_at(int j, int row, int col) const {
   const uint8_t* p = b_.data() + b_off_[size_t(j)] +
-                     (size_t(row) * size_t(r_max_[size_t(j)]) + size_t(col)) * size_t(elem_);
+                     (size_t(col) * size_t(d_out_[size_t(j)]) + size_t(row)) * size_t(elem_);
   switch (type_) {
     case FactorType::F32: return load1<FactorType::F32>(p);
     case FactorType::BF16: return load1<FactorType::BF16>(p);
@@ -237,28 +306,26 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
       }
     }
   });
-  // Phase 2: y_j[b, i] += B_j[i, :r_j] · t[b, row0_j : row0_j + r_j]
+  // Phase 2: y_j[b, c] += Σ_k t[b, row0_j + k] · Bᵀ_j[k, c], each worker a slice of the
+  // concatenated output columns, streaming rows of Bᵀ (contiguous, no horizontal sums).
+  const Axpy axpy = pick_axpy(type_, level);
   pool.run([&](int w) {
     int64_t begin, end;
     slice(outputs, W, w, begin, end);
-    int j = 0;
     int64_t base = 0;
-    auto layer_rows = [&](int jj) { return ranks[jj] > 0 ? int64_t(d_out_[size_t(jj)]) : 0; };
-    for (int64_t i = begin; i < end; ++i) {
-      while (i >= base + layer_rows(j)) base += layer_rows(j++);
-      const int r = ranks[j];
-      const int64_t row = i - base;
-      const uint8_t* brow =
-          b_.data() + b_off_[size_t(j)] + size_t(row) * size_t(r_max_[size_t(j)]) * size_t(elem_);
-      for (int b0 = 0; b0 < n; b0 += 4) {
-        const int nb = std::min(4, n - b0);
-        const float* ts[4];
-        float out[4];
-        for (int b = 0; b < nb; ++b)
-          ts[b] = t + size_t(b0 + b) * size_t(T) + size_t(row0_[size_t(j)]);
-        dot(brow, ts, nb, r, out);
-        for (int b = 0; b < nb; ++b)
-          y[j][size_t(b0 + b) * size_t(d_out_[size_t(j)]) + size_t(row)] += out[b];
+    for (int j = 0; j < L && base < end; ++j) {
+      const int64_t cols = ranks[j] > 0 ? int64_t(d_out_[size_t(j)]) : 0;
+      const int64_t c0 = std::max(begin, base) - base, c1 = std::min(end, base + cols) - base;
+      base += cols;
+      if (c1 <= c0) continue;
+      const int dout = d_out_[size_t(j)];
+      const uint8_t* bt = b_.data() + b_off_[size_t(j)];
+      for (int b = 0; b < n; ++b) {
+        const float* tb = t + size_t(b) * size_t(T) + size_t(row0_[size_t(j)]);
+        float* yb = y[j] + size_t(b) * size_t(dout) + size_t(c0);
+        for (int k = 0; k < ranks[j]; ++k)
+          axpy(bt + (size_t(k) * size_t(dout) + size_t(c0)) * size_t(elem_), tb[k], yb,
+               int(c1 - c0));
       }
     }
   });

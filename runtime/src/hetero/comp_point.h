@@ -6,7 +6,7 @@
 // Shapes, for batch n:
 //   x      [n, d_in]                  float32 activations
 //   A_cat  [Σ_j r_max_j, d_in]        factors of all layers, row block j starts at row0_j
-//   B_j    [d_out_j, r_max_j]         one per layer
+//   B_j    [d_out_j, r_max_j]         one per layer (stored transposed, [r_max_j, d_out_j])
 //   t      [n, Σ_j r_max_j]           scratch
 //   y_j    [n, d_out_j]               accumulated into
 // Factors are stored as float32, bfloat16 (default) or float16 and widened to float32 in the
@@ -62,7 +62,7 @@ class CompPoint {
 
   int d_in_;
   std::vector<int> d_out_, r_max_, row0_;
-  std::vector<int64_t> b_off_;  // byte offset of B_j in b_
+  std::vector<int64_t> b_off_;  // byte offset of Bᵀ_j [r_max_j, d_out_j] in b_
   int total_rank_ = 0;
   FactorType type_;
   int elem_ = 4;  // bytes per stored element
