@@ -11,6 +11,7 @@ import { cpuLowRank } from "./cpu_lowrank.ts";
 import type { AnyExperiment } from "./experiment.ts";
 import { pplVsRank } from "./ppl_vs_rank.ts";
 import { synthetic } from "./synthetic.ts";
+import { throughput } from "./throughput.ts";
 import { zeroShot } from "./zero_shot.ts";
 
 /** Every declared experiment, by name. */
@@ -19,6 +20,7 @@ export const EXPERIMENTS: Readonly<Record<string, AnyExperiment>> = {
   [accuracyVsRank.name]: accuracyVsRank,
   [cpuLowRank.name]: cpuLowRank,
   [synthetic.name]: synthetic,
+  [throughput.name]: throughput,
   [zeroShot.name]: zeroShot,
 };
 

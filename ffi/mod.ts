@@ -54,3 +54,16 @@ export {
   Scaling,
   type SessionParams,
 } from "./structs.ts";
+export {
+  type BenchOptions,
+  type BenchResult,
+  deviceInfo,
+  type GpuBandwidth,
+  type GpuDeviceInfo,
+  GpuModel,
+  type GpuModelInfo,
+  type GpuOptions,
+  gpuUnavailableReason,
+  measureBandwidth,
+  type SyntheticOptions,
+} from "./gpu.ts";

@@ -19,6 +19,8 @@
 #include "hetero/lowrank_bench.h"
 #include "hcinfer.h"
 #include "model.h"
+#include "model_handle.h"
+#include "c_guard.h"
 #include "scoring.h"
 
 // Layouts the TypeScript bindings (ffi/structs.ts) encode by byte offset.
@@ -45,11 +47,6 @@ static_assert(sizeof(hci_session_params) == 8, "hci_session_params layout");
 static_assert(sizeof(hci_lowrank_bench_params) == 48, "hci_lowrank_bench_params layout");
 static_assert(sizeof(hci_lowrank_bench_result) == 40, "hci_lowrank_bench_result layout");
 
-struct hci_model {
-  hci::Model m;
-  mutable std::shared_mutex mu;  // exclusive: quantize / set ranks; shared: everything else
-};
-
 struct hci_session {
   hci_model* model;
   std::unique_ptr<hci::ForwardState> st;
@@ -58,36 +55,8 @@ struct hci_session {
 
 namespace {
 
-void write_err(char* err, size_t err_len, const char* msg) {
-  if (!err || err_len == 0) return;
-  std::snprintf(err, err_len, "%s", msg);
-}
-
-// Runs fn; maps exceptions to a status and message. Never lets anything escape.
-template <typename F>
-hci_status guard(char* err, size_t err_len, F&& fn) noexcept {
-  try {
-    if (err && err_len) err[0] = '\0';
-    fn();
-    return HCI_OK;
-  } catch (const hci::Error& e) {
-    write_err(err, err_len, e.what());
-    return e.status();
-  } catch (const std::bad_alloc&) {
-    write_err(err, err_len, "out of memory");
-    return HCI_ERR_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    write_err(err, err_len, (std::string("internal error: ") + e.what()).c_str());
-    return HCI_ERR_INTERNAL;
-  } catch (...) {
-    write_err(err, err_len, "internal error: unknown exception");
-    return HCI_ERR_INTERNAL;
-  }
-}
-
-void need(bool ok, const char* what) {
-  if (!ok) hci::fail(HCI_ERR_INVALID_ARGUMENT, what);
-}
+using hci::guard;
+using hci::need;
 
 int resolve_threads(int requested, int fallback) {
   if (requested > 0) return requested;

@@ -1,0 +1,791 @@
+/**
+ * The GPU backend (`runtime/include/hcinfer_gpu.h`): device discovery, bandwidth measurement,
+ * and {@linkcode GpuModel}, a model's weights, KV cache and CUDA-graph decode on one GPU.
+ *
+ * ```ts
+ * const dev = deviceInfo();
+ * if (!dev.available) console.log(`CPU only: ${dev.reason}`);
+ * using model = await Model.load("models/small");
+ * using gpu = await GpuModel.fromModel(model, { dtype: "fp16" });
+ * const { nllSum, nPredicted } = await gpu.evalNll(tokens, { seqLen: 512 });
+ *
+ * using big = await GpuModel.synthetic("synthetic:llama-2-7b", { bits: 4, groupSize: 128 });
+ * const r = await big.benchDecode({ batch: 1, promptLen: 128, newTokens: 128 });
+ * ```
+ *
+ * The GPU symbols are opened from the same library file as the CPU ones. A library built without
+ * CUDA (or one too old to have the GPU entry points) makes {@linkcode deviceInfo} report
+ * `available: false` with the reason, and every other GPU call throw it.
+ *
+ * @module
+ */
+
+import { check, ERR_LEN_ARG, errorBuffer, Status } from "./errors.ts";
+import { cStringBytes, int32Copy, type LongCallOptions, retain, runLongCall } from "./handles.ts";
+import { library, libraryPath } from "./library.ts";
+import { type Model, nativeOf } from "./model.ts";
+import { type GpuSymbols, gpuSymbols } from "./gpu_symbols.ts";
+import {
+  allocBytes,
+  decodeEvalParams,
+  decodeEvalResult,
+  encodeEvalParams,
+  EVAL_RESULT_SIZE,
+  type EvalResult,
+} from "./structs.ts";
+import { sym } from "./library.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Opening the GPU symbols
+
+let gpuOpened: { symbols: GpuSymbols } | { error: string } | undefined;
+
+function gpuSym(): GpuSymbols {
+  if (!gpuOpened) {
+    try {
+      library(); // locates the file and checks the ABI version
+      const lib = Deno.dlopen(libraryPath(), gpuSymbols);
+      gpuOpened = { symbols: lib.symbols };
+    } catch (e) {
+      gpuOpened = {
+        error: `the library has no usable GPU entry points (${
+          e instanceof Error ? e.message : String(e)
+        })`,
+      };
+    }
+  }
+  if ("error" in gpuOpened) throw new Error(`hcinfer: ${gpuOpened.error}`);
+  return gpuOpened.symbols;
+}
+
+function dv(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function cStringAt(bytes: Uint8Array, offset: number, size: number): string {
+  const s = bytes.subarray(offset, offset + size);
+  const end = s.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? s : s.subarray(0, end));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device
+
+/** `hci_gpu_device_info`: what the library and the machine offer. */
+export interface GpuDeviceInfo {
+  /** The library was compiled with nvcc. */
+  builtWithCuda: boolean;
+  /** It links cuBLAS (else its own GEMM does prefill). */
+  builtWithCublas: boolean;
+  /** The device can be used. */
+  available: boolean;
+  /** The CUDA ordinal asked for. */
+  device: number;
+  /** CUDA devices visible. */
+  deviceCount: number;
+  /** Compute capability, e.g. 9.0 as major 9, minor 0. */
+  ccMajor: number;
+  ccMinor: number;
+  /** Multiprocessors. */
+  smCount: number;
+  /** `cudaDriverGetVersion`, e.g. 13000; 0 without a driver. */
+  driverVersion: number;
+  /** `cudaRuntimeGetVersion` of the linked runtime. */
+  runtimeVersion: number;
+  /** Bytes of device memory. */
+  totalMemory: number;
+  /** Bytes free when asked. */
+  freeMemory: number;
+  /** L2 cache bytes. */
+  l2Bytes: number;
+  /** Peak memory clock (kHz), 0 when not reported. */
+  memoryClockKhz: number;
+  /** Memory bus width (bits), 0 when not reported. */
+  memoryBusBits: number;
+  /** Device name, e.g. "NVIDIA H100 80GB HBM3". */
+  name: string;
+  /** Why the device is not available ("" when it is). */
+  reason: string;
+  /** What the library was built with, e.g. "CUDA 13.0, archs sm 80 90, cuBLAS". */
+  build: string;
+}
+
+/** `sizeof(hci_gpu_device_info)`. */
+export const GPU_DEVICE_INFO_SIZE = 584;
+
+/** Decodes an `hci_gpu_device_info`. */
+export function decodeGpuDeviceInfo(bytes: Uint8Array): GpuDeviceInfo {
+  const v = dv(bytes);
+  const i = (o: number) => v.getInt32(o, true);
+  const l = (o: number) => Number(v.getBigInt64(o, true));
+  return {
+    builtWithCuda: i(0) !== 0,
+    builtWithCublas: i(4) !== 0,
+    available: i(8) !== 0,
+    device: i(12),
+    deviceCount: i(16),
+    ccMajor: i(20),
+    ccMinor: i(24),
+    smCount: i(28),
+    driverVersion: i(32),
+    runtimeVersion: i(36),
+    totalMemory: l(40),
+    freeMemory: l(48),
+    l2Bytes: l(56),
+    memoryClockKhz: i(64),
+    memoryBusBits: i(68),
+    name: cStringAt(bytes, 72, 128),
+    reason: cStringAt(bytes, 200, 256),
+    build: cStringAt(bytes, 456, 128),
+  };
+}
+
+/**
+ * What the GPU backend can do here. Never throws: a library without GPU entry points, a build
+ * without CUDA or a machine without a usable GPU all give `available: false` and the reason.
+ *
+ * @param device CUDA ordinal (default 0)
+ */
+export function deviceInfo(device = 0): GpuDeviceInfo {
+  const unavailable = (reason: string): GpuDeviceInfo => ({
+    builtWithCuda: false,
+    builtWithCublas: false,
+    available: false,
+    device,
+    deviceCount: 0,
+    ccMajor: 0,
+    ccMinor: 0,
+    smCount: 0,
+    driverVersion: 0,
+    runtimeVersion: 0,
+    totalMemory: 0,
+    freeMemory: 0,
+    l2Bytes: 0,
+    memoryClockKhz: 0,
+    memoryBusBits: 0,
+    name: "",
+    reason,
+    build: "",
+  });
+  let s: GpuSymbols;
+  try {
+    s = gpuSym();
+  } catch (e) {
+    return unavailable(e instanceof Error ? e.message : String(e));
+  }
+  const out = allocBytes(GPU_DEVICE_INFO_SIZE);
+  const err = errorBuffer();
+  const status = s.hci_gpu_get_device_info(device, out, err, ERR_LEN_ARG);
+  const info = decodeGpuDeviceInfo(out);
+  if (status !== Status.Ok && !info.reason) {
+    return unavailable(new TextDecoder().decode(err.subarray(0, err.indexOf(0))));
+  }
+  return info;
+}
+
+/**
+ * Why GPU work cannot run here, or null when it can: for tests (`Deno.test({ ignore })`) and
+ * entry points that fall back to the CPU with a clear message.
+ */
+export function gpuUnavailableReason(device = 0): string | null {
+  const info = deviceInfo(device);
+  return info.available ? null : info.reason || "no usable GPU";
+}
+
+/** `hci_gpu_bandwidth`: measured memory bandwidths, GB/s (1e9 bytes per second). */
+export interface GpuBandwidth {
+  /** Device-to-device copy, (bytes read + bytes written) / time. */
+  hbmGbps: number;
+  /** A read-only streaming kernel, bytes read / time. */
+  hbmReadGbps: number;
+  /** Pinned host -> device copy. */
+  h2dPinnedGbps: number;
+  /** Device -> pinned host copy. */
+  d2hPinnedGbps: number;
+  /** Buffer size used. */
+  bytes: number;
+  /** Timed repeats (median). */
+  repeats: number;
+}
+
+/** `sizeof(hci_gpu_bandwidth)`. */
+export const GPU_BANDWIDTH_SIZE = 48;
+
+/** Decodes an `hci_gpu_bandwidth`. */
+export function decodeGpuBandwidth(bytes: Uint8Array): GpuBandwidth {
+  const v = dv(bytes);
+  return {
+    hbmGbps: v.getFloat64(0, true),
+    hbmReadGbps: v.getFloat64(8, true),
+    h2dPinnedGbps: v.getFloat64(16, true),
+    d2hPinnedGbps: v.getFloat64(24, true),
+    bytes: Number(v.getBigInt64(32, true)),
+    repeats: v.getInt32(40, true),
+  };
+}
+
+/**
+ * Measures HBM bandwidth (large device-to-device copy and a read-only kernel) and pinned host
+ * transfer bandwidth, on a worker thread.
+ *
+ * @param options.bytes buffer size (default 1 GiB); options.repeats timed repeats (default 10)
+ * @throws HciError when no GPU is usable
+ */
+export async function measureBandwidth(
+  options: { device?: number; bytes?: number; repeats?: number } = {},
+): Promise<GpuBandwidth> {
+  const s = gpuSym();
+  const out = allocBytes(GPU_BANDWIDTH_SIZE);
+  const err = errorBuffer();
+  const status = await s.hci_gpu_measure_bandwidth(
+    options.device ?? 0,
+    BigInt(options.bytes ?? 0),
+    options.repeats ?? 0,
+    out,
+    err,
+    ERR_LEN_ARG,
+  );
+  retain(out, err);
+  check(status, err);
+  return decodeGpuBandwidth(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPU model options and results
+
+/** Options of {@linkcode GpuModel.fromModel} and {@linkcode GpuModel.synthetic}. */
+export interface GpuOptions {
+  /** CUDA ordinal (default 0). */
+  device?: number;
+  /**
+   * Which weights of a loaded model go to the GPU: `"current"` (default: deq(Q(W)) where
+   * quantized, else W, in `dtype`), `"packed"` (quantized layers as packed codes with fp16
+   * scale/zero), `"original"` (W everywhere).
+   */
+  weights?: "current" | "packed" | "original";
+  /** Float weights and matrix inputs: `"fp16"` (default) or `"bf16"`. */
+  dtype?: "fp16" | "bf16";
+  /** KV cache: `"fp16"` (default) or `"fp32"`. */
+  kvDtype?: "fp16" | "fp32";
+  /** Sequences held and decoded together, 1..16 (default 1). */
+  maxBatch?: number;
+  /** KV capacity per sequence; default min(max positions, 4096). */
+  nCtx?: number;
+  /** Add the quantized layers' active low-rank factors on the GPU (default false). */
+  compensation?: boolean;
+  /** Stream blocks that do not fit `memoryBudget` from pinned host memory (default true). */
+  offload?: boolean;
+  /** Capture each decode step as a CUDA graph (default true). */
+  useGraphs?: boolean;
+  /** Prefill GEMM: `"auto"` (default), `"cublas"` or `"own"`. */
+  gemm?: "auto" | "cublas" | "own";
+  /** Cap on device bytes the model may allocate (0 or absent = none). */
+  memoryBudget?: number;
+  /** Rows per forward step (default 512). */
+  prefillChunk?: number;
+}
+
+/** Options of {@linkcode GpuModel.synthetic}. */
+export interface SyntheticOptions extends GpuOptions {
+  /** Weights are a function of the seed (default 0). */
+  seed?: number;
+  /** 0 (default) = float weights; 2, 3, 4 or 8 = packed codes. */
+  bits?: number;
+  /** Packed group size: 32, 64, 128 (default) or -1 per row. */
+  groupSize?: number;
+}
+
+const WEIGHTS = { current: 0, packed: 1, original: 2 } as const;
+const DTYPES = { fp16: 0, bf16: 1, fp32: 2 } as const;
+const GEMMS = { auto: 0, cublas: 1, own: 2 } as const;
+const DTYPE_NAMES = ["fp16", "bf16", "fp32"] as const;
+
+/** `sizeof(hci_gpu_params)`. */
+export const GPU_PARAMS_SIZE = 56;
+
+/** Encodes an `hci_gpu_params` from the library's defaults and `o`. */
+export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array<ArrayBuffer> {
+  const bytes = allocBytes(GPU_PARAMS_SIZE);
+  bytes.set(defaults.subarray(0, GPU_PARAMS_SIZE));
+  const v = dv(bytes);
+  const setI = (off: number, value: number | undefined, name: string) => {
+    if (value === undefined) return;
+    if (!Number.isInteger(value)) throw new RangeError(`${name} must be an integer, got ${value}`);
+    v.setInt32(off, value, true);
+  };
+  const pick = <T extends Record<string, number>>(
+    table: T,
+    value: string | undefined,
+    name: string,
+  ): number | undefined => {
+    if (value === undefined) return undefined;
+    if (!Object.hasOwn(table, value)) {
+      throw new RangeError(
+        `${name}: expected one of ${Object.keys(table).join(", ")}, got ${value}`,
+      );
+    }
+    return table[value];
+  };
+  setI(0, o.device, "device");
+  setI(4, pick(WEIGHTS, o.weights, "weights"), "weights");
+  setI(8, pick(DTYPES, o.dtype, "dtype"), "dtype");
+  setI(12, pick(DTYPES, o.kvDtype, "kvDtype"), "kvDtype");
+  setI(16, o.maxBatch, "maxBatch");
+  setI(20, o.nCtx, "nCtx");
+  setI(24, o.compensation === undefined ? undefined : o.compensation ? 1 : 0, "compensation");
+  setI(28, o.offload === undefined ? undefined : o.offload ? 1 : 0, "offload");
+  setI(32, o.useGraphs === undefined ? undefined : o.useGraphs ? 1 : 0, "useGraphs");
+  setI(36, pick(GEMMS, o.gemm, "gemm"), "gemm");
+  if (o.memoryBudget !== undefined) {
+    if (!Number.isSafeInteger(o.memoryBudget) || o.memoryBudget < 0) {
+      throw new RangeError(`memoryBudget must be a non-negative integer, got ${o.memoryBudget}`);
+    }
+    v.setBigInt64(40, BigInt(o.memoryBudget), true);
+  }
+  setI(48, o.prefillChunk, "prefillChunk");
+  return bytes;
+}
+
+/** `hci_gpu_model_info`: shapes, formats, placement and memory of a GPU model. */
+export interface GpuModelInfo {
+  nLayers: number;
+  dModel: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  dFf: number;
+  vocabSize: number;
+  /** KV capacity per sequence. */
+  nCtx: number;
+  /** Sequences held. */
+  maxBatch: number;
+  /** Packed bits of the linears (0 = float, -1 = mixed formats). */
+  bits: number;
+  /** Packed group size (0 = float). */
+  groupSize: number;
+  /** Float weights / matrix inputs. */
+  dtype: string;
+  /** KV cache element type. */
+  kvDtype: string;
+  /** Blocks resident on the device. */
+  residentLayers: number;
+  /** Blocks streamed from pinned host memory each step. */
+  offloadedLayers: number;
+  /** Prefill GEMM in use: "cublas" or "own". */
+  gemm: string;
+  /** All weight bytes, wherever they live. */
+  weightBytes: number;
+  /** Weight bytes one decode step reads (batch 1). */
+  weightBytesPerToken: number;
+  /** Host -> device bytes per forward step (offload). */
+  streamedBytesPerStep: number;
+  /** Device bytes planned up front. */
+  deviceBytesNeeded: number;
+  /** Cap in force (0 = none). */
+  memoryBudget: number;
+  /** Allocated now through the library's allocator. */
+  deviceBytesInUse: number;
+  /** Peak of that since creation. */
+  deviceBytesPeak: number;
+  /** Pinned host memory held. */
+  pinnedHostBytes: number;
+}
+
+/** `sizeof(hci_gpu_model_info)`. */
+export const GPU_MODEL_INFO_SIZE = 128;
+
+/** Decodes an `hci_gpu_model_info`. */
+export function decodeGpuModelInfo(bytes: Uint8Array): GpuModelInfo {
+  const v = dv(bytes);
+  const i = (o: number) => v.getInt32(o, true);
+  const l = (o: number) => Number(v.getBigInt64(o, true));
+  return {
+    nLayers: i(0),
+    dModel: i(4),
+    nHeads: i(8),
+    nKvHeads: i(12),
+    headDim: i(16),
+    dFf: i(20),
+    vocabSize: i(24),
+    nCtx: i(28),
+    maxBatch: i(32),
+    bits: i(36),
+    groupSize: i(40),
+    dtype: DTYPE_NAMES[i(44)] ?? `dtype ${i(44)}`,
+    kvDtype: DTYPE_NAMES[i(48)] ?? `dtype ${i(48)}`,
+    residentLayers: i(52),
+    offloadedLayers: i(56),
+    gemm: i(60) === 1 ? "cublas" : "own",
+    weightBytes: l(64),
+    weightBytesPerToken: l(72),
+    streamedBytesPerStep: l(80),
+    deviceBytesNeeded: l(88),
+    memoryBudget: l(96),
+    deviceBytesInUse: l(104),
+    deviceBytesPeak: l(112),
+    pinnedHostBytes: l(120),
+  };
+}
+
+/** Options of {@linkcode GpuModel.benchDecode} (`hci_gpu_bench_params`). */
+export interface BenchOptions {
+  /** Sequences decoded together, 1..maxBatch (default 1). */
+  batch?: number;
+  /** Prompt tokens per sequence (default 128). */
+  promptLen?: number;
+  /** Decode steps per repeat (default 128). */
+  newTokens?: number;
+  /** Timed repeats, medians reported (default 5). */
+  repeats?: number;
+  /** Untimed repeats first (default 1). */
+  warmup?: number;
+  /** Replay the CUDA graph (default true). */
+  useGraph?: boolean;
+  /** Prompt ids seed (default 0). */
+  seed?: number;
+}
+
+/** `hci_gpu_bench_result`. */
+export interface BenchResult {
+  /** batch × newTokens / median decode time. */
+  decodeTokensPerS: number;
+  /** Median decode time per step, ms. */
+  decodeMsPerStep: number;
+  /** Fastest repeat's time per step, ms. */
+  decodeMsPerStepMin: number;
+  /** Slowest repeat's time per step, ms. */
+  decodeMsPerStepMax: number;
+  /** batch × promptLen / median prefill time. */
+  prefillTokensPerS: number;
+  /** Median prefill time of the batch's prompts, ms. */
+  prefillMs: number;
+  /** Median host -> device weight-copy time per decode step, ms (0 unless streaming). */
+  pcieMsPerStep: number;
+  /** Weight bytes one decode step reads. */
+  weightBytesPerStep: number;
+  /** Mean KV bytes read per decode step. */
+  kvBytesPerStep: number;
+  /** Host -> device bytes per decode step. */
+  streamedBytesPerStep: number;
+  /** Allocator peak after the run. */
+  peakDeviceBytes: number;
+  /** The decode steps replayed a CUDA graph. */
+  graphUsed: boolean;
+  /** Decode steps per repeat. */
+  steps: number;
+}
+
+const BENCH_PARAMS_SIZE = 32;
+const BENCH_RESULT_SIZE = 96;
+
+/** Decodes an `hci_gpu_bench_result`. */
+export function decodeBenchResult(bytes: Uint8Array): BenchResult {
+  const v = dv(bytes);
+  const f = (o: number) => v.getFloat64(o, true);
+  const l = (o: number) => Number(v.getBigInt64(o, true));
+  return {
+    decodeTokensPerS: f(0),
+    decodeMsPerStep: f(8),
+    decodeMsPerStepMin: f(16),
+    decodeMsPerStepMax: f(24),
+    prefillTokensPerS: f(32),
+    prefillMs: f(40),
+    pcieMsPerStep: f(48),
+    weightBytesPerStep: l(56),
+    kvBytesPerStep: l(64),
+    streamedBytesPerStep: l(72),
+    peakDeviceBytes: l(80),
+    graphUsed: v.getInt32(88, true) !== 0,
+    steps: v.getInt32(92, true),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// GpuModel
+
+interface NativeGpu {
+  ptr: Deno.PointerObject | null;
+  busy: boolean;
+  closing: boolean;
+}
+
+function freeNative(n: NativeGpu): void {
+  if (!n.closing || n.busy || n.ptr === null) return;
+  const p = n.ptr;
+  n.ptr = null;
+  gpuSym().hci_gpu_model_free(p);
+}
+
+const gpuFinalizer = new FinalizationRegistry<NativeGpu>((n) => {
+  n.closing = true;
+  freeNative(n);
+});
+
+/**
+ * A model on one GPU (`hci_gpu_model*`): weights, KV cache for `maxBatch` sequences, buffers.
+ * Calls run on worker threads, one at a time (a second call while one runs throws). Close it with
+ * {@linkcode GpuModel.close} or `using`; device memory is released when the last call finishes.
+ */
+export class GpuModel implements Disposable {
+  /** Shapes, formats, placement and planned memory, read at creation. */
+  readonly info: Readonly<GpuModelInfo>;
+  /** "synthetic:<name>" or the loaded model's folder. */
+  readonly source: string;
+  #n: NativeGpu;
+
+  private constructor(source: string, ptr: Deno.PointerObject) {
+    this.source = source;
+    this.#n = { ptr, busy: false, closing: false };
+    gpuFinalizer.register(this, this.#n, this);
+    try {
+      this.info = Object.freeze(this.#readInfo(ptr));
+    } catch (e) {
+      this.close();
+      throw e;
+    }
+  }
+
+  #readInfo(ptr: Deno.PointerObject): GpuModelInfo {
+    const out = allocBytes(GPU_MODEL_INFO_SIZE);
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_model_get_info(ptr, out, err, ERR_LEN_ARG), err);
+    return decodeGpuModelInfo(out);
+  }
+
+  /**
+   * Puts a loaded model on the GPU (on a worker thread). The need in device bytes is computed
+   * first: a budget too small fails with HCI_ERR_OUT_OF_MEMORY naming the need and the cap.
+   *
+   * @throws HciError (HCI_ERR_UNSUPPORTED without a usable GPU, with the reason)
+   */
+  static async fromModel(model: Model, options: GpuOptions = {}): Promise<GpuModel> {
+    const s = gpuSym();
+    const native = nativeOf(model);
+    const params = encodeGpuParams(s.hci_gpu_default_params(), options);
+    const out = allocBytes(8);
+    const err = errorBuffer();
+    native.inflight++;
+    let status: number;
+    try {
+      status = await s.hci_gpu_model_create(native.ptr!, params, out, err, ERR_LEN_ARG);
+    } finally {
+      native.inflight--;
+      native.settle();
+    }
+    retain(params, out, err);
+    check(status, err);
+    return new GpuModel(model.dir, GpuModel.#pointer(out));
+  }
+
+  /**
+   * A model with the exact shapes of a public checkpoint and seeded random weights made on the
+   * device: `synthetic:llama-2-7b`, `synthetic:llama-2-13b`, `synthetic:llama-3-8b`,
+   * `synthetic:test`.
+   */
+  static async synthetic(name: string, options: SyntheticOptions = {}): Promise<GpuModel> {
+    const s = gpuSym();
+    const params = encodeGpuParams(s.hci_gpu_default_params(), options);
+    const synth = allocBytes(16);
+    synth.set(s.hci_gpu_synth_default_params().subarray(0, 16));
+    const v = dv(synth);
+    if (options.seed !== undefined) v.setBigUint64(0, BigInt(options.seed), true);
+    if (options.bits !== undefined) v.setInt32(8, options.bits, true);
+    if (options.groupSize !== undefined) v.setInt32(12, options.groupSize, true);
+    const nameBytes = cStringBytes(name);
+    const out = allocBytes(8);
+    const err = errorBuffer();
+    const status = await s.hci_gpu_model_synthetic(nameBytes, synth, params, out, err, ERR_LEN_ARG);
+    retain(nameBytes, synth, params, out, err);
+    check(status, err);
+    return new GpuModel(
+      name.startsWith("synthetic:") ? name : `synthetic:${name}`,
+      GpuModel.#pointer(out),
+    );
+  }
+
+  static #pointer(out: Uint8Array<ArrayBuffer>): Deno.PointerObject {
+    const ptr = Deno.UnsafePointer.create(new BigUint64Array(out.buffer)[0]);
+    if (ptr === null) throw new Error("hcinfer: the GPU model was not created");
+    return ptr;
+  }
+
+  /** True once closed. */
+  get closed(): boolean {
+    return this.#n.closing;
+  }
+
+  #ptr(): Deno.PointerObject {
+    if (this.#n.closing || this.#n.ptr === null) {
+      throw new Error(`hcinfer: GPU model ${this.source} is closed`);
+    }
+    if (this.#n.busy) {
+      throw new Error("hcinfer: a call on this GPU model is still running; await it first");
+    }
+    return this.#n.ptr;
+  }
+
+  async #call<T>(run: (ptr: Deno.PointerObject, s: GpuSymbols) => Promise<T>): Promise<T> {
+    const ptr = this.#ptr();
+    this.#n.busy = true;
+    try {
+      return await run(ptr, gpuSym());
+    } finally {
+      this.#n.busy = false;
+      freeNative(this.#n);
+    }
+  }
+
+  /** Current memory figures (in use and peak change as the model runs). */
+  memory(): GpuModelInfo {
+    return this.#readInfo(this.#ptr());
+  }
+
+  /** Empties sequence `seq`, or all of them (default). */
+  reset(seq = -1): void {
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_reset(this.#ptr(), seq, err, ERR_LEN_ARG), err);
+  }
+
+  /** Tokens in sequence `seq`'s cache. */
+  nPast(seq = 0): number {
+    return gpuSym().hci_gpu_n_past(this.#ptr(), seq);
+  }
+
+  /** Appends `tokens` to sequence `seq`; returns the last token's logits. */
+  prefill(seq: number, tokens: Int32Array | readonly number[]): Promise<Float32Array<ArrayBuffer>> {
+    return this.#call(async (ptr, s) => {
+      const data = int32Copy(tokens);
+      const logits = new Float32Array(new ArrayBuffer(this.info.vocabSize * 4));
+      const err = errorBuffer();
+      const status = await s.hci_gpu_prefill(ptr, seq, data, data.length, logits, err, ERR_LEN_ARG);
+      retain(data, logits, err);
+      check(status, err);
+      return logits;
+    });
+  }
+
+  /**
+   * One decode step of sequences 0..n-1 (`tokens[i]` appended to sequence i); returns
+   * logits [n, vocab] row-major.
+   */
+  decode(tokens: Int32Array | readonly number[]): Promise<Float32Array<ArrayBuffer>> {
+    return this.#call(async (ptr, s) => {
+      const data = int32Copy(tokens);
+      const logits = new Float32Array(
+        new ArrayBuffer(Math.max(1, data.length) * this.info.vocabSize * 4),
+      );
+      const err = errorBuffer();
+      const status = await s.hci_gpu_decode(ptr, data, data.length, logits, err, ERR_LEN_ARG);
+      retain(data, logits, err);
+      check(status, err);
+      return logits;
+    });
+  }
+
+  /** Greedy generation on sequence 0 (reset first); returns the new tokens. */
+  generateGreedy(
+    prompt: Int32Array | readonly number[],
+    nNew: number,
+    eosId = -1,
+  ): Promise<Int32Array<ArrayBuffer>> {
+    return this.#call(async (ptr, s) => {
+      const data = int32Copy(prompt);
+      const out = new Int32Array(new ArrayBuffer(Math.max(nNew, 1) * 4));
+      const nOut = new Int32Array(new ArrayBuffer(4));
+      const err = errorBuffer();
+      const status = await s.hci_gpu_generate_greedy(
+        ptr,
+        data,
+        data.length,
+        nNew,
+        eosId,
+        out,
+        nOut,
+        err,
+        ERR_LEN_ARG,
+      );
+      retain(data, out, nOut, err);
+      check(status, err);
+      return out.slice(0, nOut[0]);
+    });
+  }
+
+  /** Perplexity by the GPTQ protocol on the GPU (as `Model.evalNll`). */
+  evalNll(
+    tokens: Int32Array | readonly number[],
+    params: { seqLen: number; maxWindows?: number },
+    options: LongCallOptions = {},
+  ): Promise<EvalResult> {
+    return this.#call(async (ptr, s) => {
+      const defaults = decodeEvalParams(sym().hci_eval_default_params());
+      const bytes = encodeEvalParams({
+        ...defaults,
+        seqLen: params.seqLen,
+        maxWindows: params.maxWindows ?? defaults.maxWindows,
+      });
+      const data = int32Copy(tokens);
+      const out = allocBytes(EVAL_RESULT_SIZE);
+      const err = errorBuffer();
+      const status = await runLongCall(
+        (progress, cancel) =>
+          s.hci_gpu_eval_nll(
+            ptr,
+            data,
+            BigInt(data.length),
+            bytes,
+            out,
+            progress,
+            cancel,
+            err,
+            ERR_LEN_ARG,
+          ),
+        options,
+        Status.Cancelled,
+      );
+      retain(bytes, data, out, err);
+      check(status, err);
+      return decodeEvalResult(out);
+    });
+  }
+
+  /** Times prefill and (CUDA-graph) decode; see `hci_gpu_bench_decode`. */
+  benchDecode(options: BenchOptions = {}): Promise<BenchResult> {
+    return this.#call(async (ptr, s) => {
+      const bytes = allocBytes(BENCH_PARAMS_SIZE);
+      bytes.set(s.hci_gpu_bench_default_params().subarray(0, BENCH_PARAMS_SIZE));
+      const v = dv(bytes);
+      const setI = (o: number, x: number | undefined) => x !== undefined && v.setInt32(o, x, true);
+      setI(0, options.batch);
+      setI(4, options.promptLen);
+      setI(8, options.newTokens);
+      setI(12, options.repeats);
+      setI(16, options.warmup);
+      setI(20, options.useGraph === undefined ? undefined : options.useGraph ? 1 : 0);
+      if (options.seed !== undefined) v.setBigUint64(24, BigInt(options.seed), true);
+      const out = allocBytes(BENCH_RESULT_SIZE);
+      const err = errorBuffer();
+      const status = await s.hci_gpu_bench_decode(ptr, bytes, out, err, ERR_LEN_ARG);
+      retain(bytes, out, err);
+      check(status, err);
+      return decodeBenchResult(out);
+    });
+  }
+
+  /** Releases the GPU model (now, or when the call in flight finishes); idempotent. */
+  close(): void {
+    if (this.#n.closing) return;
+    gpuFinalizer.unregister(this);
+    this.#n.closing = true;
+    freeNative(this.#n);
+  }
+
+  /** Same as {@linkcode GpuModel.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Same as {@linkcode GpuModel.close}: the name the issue's API sketch uses. */
+  dispose(): void {
+    this.close();
+  }
+}

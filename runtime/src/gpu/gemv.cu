@@ -1,0 +1,821 @@
+// Bandwidth-bound decode kernels: float (fp16/bf16) GEMV, packed-quantized GEMV, and the
+// dequantizer used by the prefill path.
+//
+// One warp computes RPW consecutive output rows for all nb (1..16) input rows. Each lane reads
+// 16-byte vectors of the weight rows (consecutive lanes, consecutive vectors: fully coalesced,
+// streaming loads that do not keep weights in L1/L2), U vectors per row in flight before the first
+// use; the input rows (a few KB) come through the read-only cache. Products accumulate in fp32
+// (packed: weights dequantized to fp16 in registers, 8-code partial sums in fp16x2, then fp32),
+// followed by a warp reduction.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "common.h"
+#include "kernels.h"
+#include "launch.cuh"
+
+namespace hci::gpu {
+
+namespace {
+
+constexpr int kThreads = 128;  // 4 warps per block
+constexpr int kWarps = kThreads / 32;
+
+int g_float_variant = 0;
+NormEpilogue g_norm;  // the epilogue of the launch being issued (set around one gemv/qgemv call)
+int g_packed_variant = 0;
+
+__device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }
+__device__ __forceinline__ uint2 ld_stream2(const uint2* p) { return __ldcs(p); }
+
+__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __half) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __nv_bfloat16) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide sum for any blockDim.x multiple of 32; every thread gets the result.
+__device__ __forceinline__ float block_sum_g(float v) {
+  __shared__ float sh[33];
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : 0.f;
+  return warp_sum(t);
+}
+
+// After a residual GEMV (Y = x rows of width d): the last block to finish writes the RMSNorm of
+// the nb rows, out[b*d + j] = T(gamma[j] * x[b, j] * rsqrt(mean(x_b^2) + eps)), as the
+// rmsnorm kernel does; this saves that kernel's launch in the decode step. Every thread of the
+// block must call it.
+template <typename T>
+__device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, int d, int nb) {
+  __shared__ int last;
+  __threadfence();  // this block's outputs are visible device-wide before it is counted
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(e.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  T* out = static_cast<T*>(e.out);
+  for (int b = 0; b < nb; ++b) {
+    const float* x = Y + int64_t(b) * ldy;
+    float ss = 0.f;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+      const float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
+      ss += v * v;
+    }
+    ss = block_sum_g(ss);
+    const float inv = rsqrtf(ss / float(d) + e.eps);
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+      out[int64_t(b) * d + j] = from_f<T>(e.gamma[j] * (__ldcg(x + j) * inv));
+  }
+  if (threadIdx.x == 0) *e.counter = 0u;  // ready for the next GEMV
+}
+
+template <int RPW, int NB>
+__device__ __forceinline__ void reduce_store(float (&acc)[RPW][NB], int lane, int row0, int d_out,
+                                             int nb, float* __restrict__ y, int ldy,
+                                             int accumulate) {
+#pragma unroll
+  for (int r = 0; r < RPW; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      if (b >= nb) continue;
+      const float v = warp_sum(acc[r][b]);
+      if (lane == ((r * NB + b) & 31) && row0 + r < d_out) {
+        float* dst = y + int64_t(b) * ldy + row0 + r;
+        *dst = accumulate ? *dst + v : v;
+      }
+    }
+}
+
+// ---- float GEMV ------------------------------------------------------------------------------
+
+// SILU: the warp computes gate row r and up row r + pair (RPW = 2) and writes
+// H[b*ldh + r] = T(silu(gate) * up) instead of Y.
+template <typename T, int NB, int RPW, int U, bool SILU = false>
+__global__ void __launch_bounds__(kThreads) gemv_kernel(const T* __restrict__ W, int d_out,
+                                                        int d_in, const T* __restrict__ X, int ldx,
+                                                        int nb, float* __restrict__ Y, int ldy,
+                                                        int accumulate, int pair,
+                                                        T* __restrict__ H, int ldh,
+                                                        NormEpilogue norm) {
+  static_assert(!SILU || RPW == 2, "SILU pairs two rows");
+  const int lane = threadIdx.x & 31;
+  const int warp_id = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const int row0 = SILU ? warp_id : warp_id * RPW;
+  const bool active = row0 < (SILU ? pair : d_out);  // warps past the end only join the epilogue
+  int rows[RPW];
+  bool valid[RPW];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r) {
+    rows[r] = SILU ? row0 + r * pair : row0 + r;
+    valid[r] = rows[r] < d_out;
+  }
+  const int chunks = d_in >> 3;  // 16-byte vectors per row
+  const uint4* Wv = reinterpret_cast<const uint4*>(W);
+  const uint4 zero4 = make_uint4(0, 0, 0, 0);
+  float acc[RPW][NB];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+
+  for (int base = 0; active && base < chunks; base += 32 * U) {
+    uint4 w[U][RPW];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32 + lane;
+#pragma unroll
+      for (int r = 0; r < RPW; ++r)
+        w[u][r] = (c < chunks && valid[r]) ? ld_stream(Wv + int64_t(rows[r]) * chunks + c) : zero4;
+    }
+    if (base == 0) pdl_wait();  // weights are constant: only x and y depend on earlier kernels
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32 + lane;
+      if (c >= chunks) continue;
+      float wf[RPW][8];
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) to_float8(w[u][r], wf[r], T());
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        if (b >= nb) continue;
+        const uint4 xv = __ldg(reinterpret_cast<const uint4*>(X + int64_t(b) * ldx) + c);
+        float xf[8];
+        to_float8(xv, xf, T());
+#pragma unroll
+        for (int r = 0; r < RPW; ++r)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[r][b] = fmaf(wf[r][i], xf[i], acc[r][b]);
+      }
+    }
+  }
+  if (chunks == 0 || !active) pdl_wait();
+  pdl_trigger();  // late: the next kernel launches during this one's tail, not earlier
+  if (!active) {
+  } else if constexpr (SILU) {
+#pragma unroll
+    for (int b = 0; b < NB; ++b) {
+      if (b >= nb) continue;
+      const float g = warp_sum(acc[0][b]), u = warp_sum(acc[1][b]);
+      if (lane == (b & 31)) H[int64_t(b) * ldh + row0] = from_f<T>(g / (1.0f + expf(-g)) * u);
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < RPW; ++r)
+#pragma unroll
+      for (int b = 0; b < NB; ++b) {
+        if (b >= nb) continue;
+        const float v = warp_sum(acc[r][b]);
+        if (lane == ((r * NB + b) & 31) && valid[r]) {
+          float* dst = Y + int64_t(b) * ldy + rows[r];
+          *dst = accumulate ? *dst + v : v;
+        }
+      }
+  }
+  if constexpr (!SILU) {
+    if (norm.counter) norm_epilogue<T>(norm, Y, ldy, d_out, nb);
+  }
+}
+
+template <typename T, int NB, int RPW, int U>
+void launch_gemv(const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y,
+                 int ldy, bool acc, cudaStream_t s) {
+  const int rows_per_block = kWarps * RPW;
+  const int blocks = (d_out + rows_per_block - 1) / rows_per_block;
+  launch_k("gemv", gemv_kernel<T, NB, RPW, U, false>, dim3(blocks), dim3(kThreads), 0, s,
+           static_cast<const T*>(W), d_out, d_in, static_cast<const T*>(x), ldx, nb, y, ldy,
+           int(acc), 0, static_cast<T*>(nullptr), 0, g_norm);
+}
+
+template <typename T, int NB>
+void launch_gemv_silu(const void* W, int dff, int d_in, const void* x, int ldx, int nb, void* h,
+                      int ldh, cudaStream_t s) {
+  const int blocks = (dff + kWarps - 1) / kWarps;
+  launch_k("gemv_silu", gemv_kernel<T, NB, 2, 2, true>, dim3(blocks), dim3(kThreads), 0, s,
+           static_cast<const T*>(W), 2 * dff, d_in, static_cast<const T*>(x), ldx, nb,
+           static_cast<float*>(nullptr), 0, 0, dff, static_cast<T*>(h), ldh, NormEpilogue{});
+}
+
+template <typename T>
+void gemv_t(const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y, int ldy,
+            bool acc, cudaStream_t s) {
+  if (nb == 1) {
+    switch (g_float_variant) {
+      case 1: return launch_gemv<T, 1, 1, 4>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+      case 3: return launch_gemv<T, 1, 2, 4>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+      case 4: return launch_gemv<T, 1, 4, 2>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+      default: return launch_gemv<T, 1, 2, 2>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+    }
+  }
+  if (nb == 2) return launch_gemv<T, 2, 2, 2>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+  if (nb <= 4) return launch_gemv<T, 4, 2, 2>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+  if (nb <= 8) return launch_gemv<T, 8, 2, 1>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+  return launch_gemv<T, 16, 1, 2>(W, d_out, d_in, x, ldx, nb, y, ldy, acc, s);
+}
+
+// ---- packed GEMV -----------------------------------------------------------------------------
+
+__device__ __forceinline__ __half2 as_half2(uint32_t v) {
+  __half2 h;
+  memcpy(&h, &v, 4);
+  return h;
+}
+
+template <int BITS>
+struct QT {
+  static constexpr int CPL = (BITS == 8 || BITS == 4) ? 32 : 64;  // codes per lane step
+  static constexpr int SUB = CPL / 32;                           // 32-code sub-steps
+  static constexpr int LO_VEC = BITS == 8 ? 2 : 1;               // 16-byte lo vectors per step
+  static constexpr int LO_STEP_BYTES = 16 * LO_VEC;
+  static constexpr bool HI = BITS == 3;
+};
+
+// Raw words of one lane step of one row.
+template <int BITS>
+struct Raw {
+  uint4 lo[QT<BITS>::LO_VEC];
+  uint2 hi;
+};
+
+template <int BITS>
+__device__ __forceinline__ void load_raw(Raw<BITS>& r, const uint8_t* __restrict__ lo_row,
+                                         const uint8_t* __restrict__ hi_row, int c, bool ok) {
+  if (!ok) {
+#pragma unroll
+    for (int v = 0; v < QT<BITS>::LO_VEC; ++v) r.lo[v] = make_uint4(0, 0, 0, 0);
+    r.hi = make_uint2(0, 0);
+    return;
+  }
+  const uint4* p = reinterpret_cast<const uint4*>(lo_row + int64_t(c) * QT<BITS>::LO_STEP_BYTES);
+#pragma unroll
+  for (int v = 0; v < QT<BITS>::LO_VEC; ++v) r.lo[v] = ld_stream(p + v);
+  if constexpr (QT<BITS>::HI) r.hi = ld_stream2(reinterpret_cast<const uint2*>(hi_row) + c);
+}
+
+// The 16 pairs of dequantized weights (code - zero) * scale of sub-step sb as fp16x2: the
+// difference is exact in fp16, the product rounded once (the same fp16 weight as the float path's
+// fp16(deq)). hz = 1024 + zero, sc = scale, both in both halves.
+template <int BITS>
+__device__ __forceinline__ void unpack_sub(const Raw<BITS>& r, int sb, __half2 hz, __half2 sc,
+                                           __half2 d[16]) {
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(r.lo);
+  if constexpr (BITS == 8) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      d[2 * i] = __hmul2(__hsub2(as_half2(__byte_perm(w[i], 0x64646464u, 0x4140)), hz), sc);
+      d[2 * i + 1] = __hmul2(__hsub2(as_half2(__byte_perm(w[i], 0x64646464u, 0x4342)), hz), sc);
+    }
+  } else if constexpr (BITS == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int s = 0; s < 4; ++s)
+        d[4 * i + s] = __hmul2(__hsub2(as_half2(((w[i] >> (4 * s)) & 0x000F000Fu) | 0x64006400u), hz), sc);
+  } else if constexpr (BITS == 2) {
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+      for (int s = 0; s < 8; ++s)
+        d[8 * jj + s] =
+            __hmul2(__hsub2(as_half2(((w[2 * sb + jj] >> (2 * s)) & 0x00030003u) | 0x64006400u), hz), sc);
+  } else {  // 3-bit
+    const uint32_t h = sb == 0 ? r.hi.x : r.hi.y;
+#pragma unroll
+    for (int jj = 0; jj < 2; ++jj)
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const int p = 8 * jj + s;
+        const uint32_t lo = (w[2 * sb + jj] >> (2 * s)) & 0x00030003u;
+        const uint32_t hb = (p >= 2 ? (h >> (p - 2)) : (h << (2 - p))) & 0x00040004u;
+        d[8 * jj + s] = __hmul2(__hsub2(as_half2(lo | hb | 0x64006400u), hz), sc);
+      }
+  }
+}
+
+// sum over the 32 codes of w * x, w and x as 16 fp16 pairs; fp16x2 partials of 8 codes (their
+// magnitude is that of 4 products of weights and activations: no overflow risk), then fp32.
+__device__ __forceinline__ float dot32(const __half2 d[16], const __half2 x[16]) {
+  float s = 0.f;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    __half2 a = __hmul2(d[4 * q], x[4 * q]);
+    a = __hfma2(d[4 * q + 1], x[4 * q + 1], a);
+    a = __hfma2(d[4 * q + 2], x[4 * q + 2], a);
+    a = __hfma2(d[4 * q + 3], x[4 * q + 3], a);
+    const float2 f = __half22float2(a);
+    s += f.x + f.y;
+  }
+  return s;
+}
+
+template <int BITS, int NB, int RPW, int U>
+__global__ void __launch_bounds__(kThreads) qgemv_kernel(PackedView w, const __half* __restrict__ X,
+                                                         int ldx, int nb, float* __restrict__ Y,
+                                                         int ldy, int accumulate) {
+  using Q = QT<BITS>;
+  const int lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarps + (threadIdx.x >> 5)) * RPW;
+  if (row0 >= w.d_out) return;
+  const int steps = w.d_in / Q::CPL;
+  const int n_groups = w.d_in / w.group;
+  const __half c1024 = __float2half(1024.f);
+  float acc[RPW][NB];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r)
+#pragma unroll
+    for (int b = 0; b < NB; ++b) acc[r][b] = 0.f;
+
+  for (int base = 0; base < steps; base += 32 * U) {
+    Raw<BITS> raw[U][RPW];
+    uint32_t szr[U][RPW][Q::SUB];  // (scale, zero) loaded with the codes: no dependent miss later
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32 + lane;
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const int row = row0 + r;
+        const bool ok = c < steps && row < w.d_out;
+        load_raw<BITS>(raw[u][r], w.lo + int64_t(row) * w.lo_row_bytes,
+                       Q::HI ? w.hi + int64_t(row) * w.hi_row_bytes : nullptr, c, ok);
+#pragma unroll
+        for (int sb = 0; sb < Q::SUB; ++sb)
+          szr[u][r][sb] = ok ? __ldg(w.sz + int64_t(row) * n_groups + (c * Q::CPL + sb * 32) / w.group)
+                             : 0u;
+      }
+    }
+    if (base == 0) pdl_wait();
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32 + lane;
+      if (c >= steps) continue;
+#pragma unroll
+      for (int sb = 0; sb < Q::SUB; ++sb) {
+        const int k0 = c * Q::CPL + sb * 32;
+        __half2 d[RPW][16];
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+          const __half2 szv = as_half2(szr[u][r][sb]);
+          const __half2 hz = __half2half2(__hadd(__high2half(szv), c1024));
+          unpack_sub<BITS>(raw[u][r], sb, hz, __half2half2(__low2half(szv)), d[r]);
+        }
+#pragma unroll
+        for (int b = 0; b < NB; ++b) {
+          if (b >= nb) continue;
+          const uint4* xp = reinterpret_cast<const uint4*>(X + int64_t(b) * ldx + k0);
+          uint4 xv[4];
+#pragma unroll
+          for (int v = 0; v < 4; ++v) xv[v] = __ldg(xp + v);
+          const __half2* xh = reinterpret_cast<const __half2*>(xv);
+#pragma unroll
+          for (int r = 0; r < RPW; ++r) acc[r][b] += dot32(d[r], xh);
+        }
+      }
+    }
+  }
+  if (steps == 0) pdl_wait();
+  pdl_trigger();
+  reduce_store<RPW, NB>(acc, lane, row0, w.d_out, nb, Y, ldy, accumulate);
+}
+
+template <int BITS, int NB, int RPW, int U>
+void launch_qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy, bool acc,
+                  cudaStream_t s) {
+  const int rows_per_block = kWarps * RPW;
+  const int blocks = (w.d_out + rows_per_block - 1) / rows_per_block;
+  launch_k("qgemv", qgemv_kernel<BITS, NB, RPW, U>, dim3(blocks), dim3(kThreads), 0, s, w,
+           static_cast<const __half*>(x), ldx, nb, y, ldy, int(acc));
+}
+
+template <int BITS>
+void qgemv_bits(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy, bool acc,
+                cudaStream_t s) {
+  if (nb == 1) {
+    switch (g_packed_variant) {
+      case 1: return launch_qgemv<BITS, 1, 1, 2>(w, x, ldx, nb, y, ldy, acc, s);
+      case 3: return launch_qgemv<BITS, 1, 4, 1>(w, x, ldx, nb, y, ldy, acc, s);
+      case 4: return launch_qgemv<BITS, 1, 2, 4>(w, x, ldx, nb, y, ldy, acc, s);
+      default: return launch_qgemv<BITS, 1, 2, 2>(w, x, ldx, nb, y, ldy, acc, s);
+    }
+  }
+  if (nb == 2) return launch_qgemv<BITS, 2, 2, 2>(w, x, ldx, nb, y, ldy, acc, s);
+  if (nb <= 4) return launch_qgemv<BITS, 4, 2, 1>(w, x, ldx, nb, y, ldy, acc, s);
+  if (nb <= 8) return launch_qgemv<BITS, 8, 1, 2>(w, x, ldx, nb, y, ldy, acc, s);
+  return launch_qgemv<BITS, 16, 1, 1>(w, x, ldx, nb, y, ldy, acc, s);
+}
+
+// ---- packed GEMV on tensor cores (4- and 8-bit) ---------------------------------------------
+//
+// mma.sync.m16n8k16 (fp16 in, fp32 accumulate) with A = 16 weight rows, B = up to 8 input rows
+// (two MMAs for 9..16). A block of 8 warps owns 16 output rows (or 8 gate + 8 up rows with the
+// SiLU epilogue) and splits K between its warps. The k order inside an MMA is free as long as A
+// and B agree: lane (gid, tig) supplies, for each 128-column superchunk q and each of its 8 MMAs
+// j, the columns k = 128q + 32*tig + 4j + {0,1 | 2,3}; so a lane's weights of one superchunk are
+// the 32 consecutive codes of its row, one 16-byte vector (4-bit; two for 8-bit) in the layout of
+// pack.h, and its activations are 64 consecutive bytes. Dequantization per code pair: one
+// LOP3 (the 0x6400 trick) and one HSUB2 / HFMA2 (Marlin's 16*c variant avoids the shifts),
+// giving the exact integer code - zero; the scale is applied in fp32 after each group's MMAs when
+// groups are multiples of 128 (FOLD), else folded into the fp16 weight before the MMA.
+
+constexpr int kMmaWarps = 8;
+
+__device__ __forceinline__ uint32_t h2u(__half2 h) {
+  uint32_t u;
+  memcpy(&u, &h, 4);
+  return u;
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 pairs (code - zero) of a lane's 32 consecutive codes (pair p = codes 2p, 2p+1), times the
+// scale unless FOLD.
+template <int BITS, bool FOLD>
+__device__ __forceinline__ void unpack32(const uint4 (&q)[BITS / 4], __half2 szv,
+                                         __half2 (&out)[16]) {
+  const __half zh = __high2half(szv);
+  const __half2 sc = __half2half2(__low2half(szv));
+  if constexpr (BITS == 4) {
+    const __half2 hz = __half2half2(__hadd(zh, __float2half(1024.f)));
+    const __half2 nz = __half2half2(__hneg(__hadd(zh, __float2half(64.f))));
+    const __half2 r16 = __float2half2_rn(0.0625f);
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(&q[0]);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      uint32_t v = w[i];
+      out[4 * i + 0] = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
+      out[4 * i + 1] = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
+      v >>= 8;
+      out[4 * i + 2] = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
+      out[4 * i + 3] = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
+    }
+  } else {
+    const __half2 hz = __half2half2(__hadd(zh, __float2half(1024.f)));
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(&q[0]);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      out[2 * i] = __hsub2(as_half2(__byte_perm(w[i], 0x64646464u, 0x4140)), hz);
+      out[2 * i + 1] = __hsub2(as_half2(__byte_perm(w[i], 0x64646464u, 0x4342)), hz);
+    }
+  }
+  if constexpr (!FOLD) {
+#pragma unroll
+    for (int p = 0; p < 16; ++p) out[p] = __hmul2(out[p], sc);
+  }
+}
+
+template <int BITS, bool NB16, bool FOLD, bool SILU>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    qmma_kernel(PackedView w, const __half* __restrict__ X, int ldx, int nb,
+                float* __restrict__ Y, int ldy, int accumulate, int pair,
+                __half* __restrict__ H, int ldh, NormEpilogue norm) {
+  constexpr int VEC = BITS / 4;  // 16-byte vectors per lane per superchunk
+  constexpr int U = 2;           // superchunks per pipeline stage (two stages in flight)
+  constexpr int NACC = NB16 ? 8 : 4;
+  __shared__ float red[kMmaWarps][NACC][32];
+  const int kw = blockDim.x >> 5;  // warps splitting K
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gid = lane >> 2, tig = lane & 3;
+  const int n0 = blockIdx.x * (SILU ? 8 : 16);
+  // A rows of this lane: gid and gid + 8 (SILU: gate row and its up row)
+  const int ra = n0 + gid;
+  const int rb = SILU ? pair + n0 + gid : n0 + gid + 8;
+  const int ra_c = min(ra, w.d_out - 1), rb_c = min(rb, w.d_out - 1);
+  const int n_sc = w.d_in >> 7;
+  const int per = (n_sc + kw - 1) / kw;
+  const int s_begin = min(n_sc, warp * per), s_end = min(n_sc, s_begin + per);
+  const uint4* pa =
+      reinterpret_cast<const uint4*>(w.lo + int64_t(ra_c) * w.lo_row_bytes) + tig * VEC;
+  const uint4* pb =
+      reinterpret_cast<const uint4*>(w.lo + int64_t(rb_c) * w.lo_row_bytes) + tig * VEC;
+  const int n_groups = w.d_in / w.group;
+  const uint32_t* sza_p = w.sz + int64_t(ra_c) * n_groups;
+  const uint32_t* szb_p = w.sz + int64_t(rb_c) * n_groups;
+  const uint4 z4 = make_uint4(0, 0, 0, 0);
+  float acc[NACC];
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) acc[i] = 0.f;
+  // Two register stages of U superchunks: codes and their (scale, zero) pairs.
+  uint4 qa[2][U][VEC], qb[2][U][VEC];
+  uint32_t sa[2][U], sb[2][U];
+  auto load = [&](int st, int base) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int sc = base + u;
+      const bool ok = sc < s_end;
+#pragma unroll
+      for (int v = 0; v < VEC; ++v) {
+        qa[st][u][v] = ok ? ld_stream(pa + sc * 4 * VEC + v) : z4;
+        qb[st][u][v] = ok ? ld_stream(pb + sc * 4 * VEC + v) : z4;
+      }
+      const int g = ok ? (sc * 128 + tig * 32) / w.group : 0;
+      sa[st][u] = ok ? __ldg(sza_p + g) : 0u;
+      sb[st][u] = ok ? __ldg(szb_p + g) : 0u;
+    }
+  };
+  auto compute = [&](int st, int base) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int sc = base + u;
+      if (sc >= s_end) break;
+      const int k0 = sc * 128 + tig * 32;
+      uint4 x0[4], x1[4];
+#pragma unroll
+      for (int v = 0; v < 4; ++v) {
+        x0[v] = gid < nb ? __ldg(reinterpret_cast<const uint4*>(X + int64_t(gid) * ldx + k0) + v)
+                         : z4;
+        if constexpr (NB16)
+          x1[v] = gid + 8 < nb
+                      ? __ldg(reinterpret_cast<const uint4*>(X + int64_t(gid + 8) * ldx + k0) + v)
+                      : z4;
+      }
+      const __half2 sza = as_half2(sa[st][u]), szb = as_half2(sb[st][u]);
+      __half2 A[16], B[16];
+      unpack32<BITS, FOLD>(qa[st][u], sza, A);
+      unpack32<BITS, FOLD>(qb[st][u], szb, B);
+      const uint32_t* xb0 = reinterpret_cast<const uint32_t*>(x0);
+      const uint32_t* xb1 = reinterpret_cast<const uint32_t*>(x1);
+      float f[4] = {0.f, 0.f, 0.f, 0.f}, f1[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        mma16816(f, h2u(A[2 * j]), h2u(B[2 * j]), h2u(A[2 * j + 1]), h2u(B[2 * j + 1]),
+                 xb0[2 * j], xb0[2 * j + 1]);
+        if constexpr (NB16)
+          mma16816(f1, h2u(A[2 * j]), h2u(B[2 * j]), h2u(A[2 * j + 1]), h2u(B[2 * j + 1]),
+                   xb1[2 * j], xb1[2 * j + 1]);
+      }
+      const float s_a = FOLD ? __low2float(sza) : 1.f, s_b = FOLD ? __low2float(szb) : 1.f;
+      acc[0] = fmaf(s_a, f[0], acc[0]);
+      acc[1] = fmaf(s_a, f[1], acc[1]);
+      acc[2] = fmaf(s_b, f[2], acc[2]);
+      acc[3] = fmaf(s_b, f[3], acc[3]);
+      if constexpr (NB16) {
+        acc[4] = fmaf(s_a, f1[0], acc[4]);
+        acc[5] = fmaf(s_a, f1[1], acc[5]);
+        acc[6] = fmaf(s_b, f1[2], acc[6]);
+        acc[7] = fmaf(s_b, f1[3], acc[7]);
+      }
+    }
+  };
+  load(0, s_begin);
+  pdl_wait();  // weights are constant; x and y come from earlier kernels
+  // stages alternate with compile-time indices (a run-time index would put them in local memory)
+  for (int base = s_begin; base < s_end; base += 2 * U) {
+    if (base + U < s_end) load(1, base + U);  // next stage in flight during this one
+    compute(0, base);
+    if (base + U >= s_end) break;
+    if (base + 2 * U < s_end) load(0, base + 2 * U);
+    compute(1, base + U);
+  }
+  pdl_trigger();
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) red[warp][i][lane] = acc[i];
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) {
+    float v = 0.f;
+    for (int k = 0; k < kw; ++k) v += red[k][i][lane];
+    acc[i] = v;
+  }
+  // C fragment: acc[0], acc[1] = (row ra, inputs 2tig, 2tig+1); acc[2], acc[3] = row rb;
+  // acc[4..7] the same for inputs 8 + 2tig, 8 + 2tig + 1.
+#pragma unroll
+  for (int h = 0; h < (NB16 ? 2 : 1); ++h)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int b = 8 * h + 2 * tig + e;
+      if (b >= nb) continue;
+      const float va = acc[4 * h + e], vb = acc[4 * h + 2 + e];
+      if constexpr (SILU) {
+        if (ra < pair) H[int64_t(b) * ldh + ra] = __float2half_rn(va / (1.0f + expf(-va)) * vb);
+      } else {
+        if (ra < w.d_out) {
+          float* d = Y + int64_t(b) * ldy + ra;
+          *d = accumulate ? *d + va : va;
+        }
+        if (rb < w.d_out) {
+          float* d = Y + int64_t(b) * ldy + rb;
+          *d = accumulate ? *d + vb : vb;
+        }
+      }
+    }
+  }
+  if constexpr (!SILU) {
+    if (norm.counter) norm_epilogue<__half>(norm, Y, ldy, w.d_out, nb);
+  }
+}
+
+int g_sm_count = 132;
+
+template <int BITS, bool NB16, bool FOLD, bool SILU>
+void launch_qmma(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy, bool acc,
+                 int pair, void* h, int ldh, cudaStream_t s) {
+  const int rows = SILU ? pair : w.d_out;
+  const int blocks = (rows + (SILU ? 7 : 15)) / (SILU ? 8 : 16);
+  // K split over 8 warps (measured faster than fewer, longer warps for 7B shapes)
+  const int n_sc = w.d_in / 128;
+  const int kw = std::max(1, std::min(kMmaWarps, n_sc));
+  launch_k("qmma", qmma_kernel<BITS, NB16, FOLD, SILU>, dim3(blocks), dim3(kw * 32), 0, s, w,
+           static_cast<const __half*>(x), ldx, nb, y, ldy, int(acc), pair,
+           static_cast<__half*>(h), ldh, SILU ? NormEpilogue{} : g_norm);
+}
+
+template <int BITS, bool SILU>
+void qmma_dispatch(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
+                   bool acc, int pair, void* h, int ldh, cudaStream_t s) {
+  const bool fold = w.group % 128 == 0;
+  if (nb <= 8) {
+    if (fold) return launch_qmma<BITS, false, true, SILU>(w, x, ldx, nb, y, ldy, acc, pair, h, ldh, s);
+    return launch_qmma<BITS, false, false, SILU>(w, x, ldx, nb, y, ldy, acc, pair, h, ldh, s);
+  }
+  if (fold) return launch_qmma<BITS, true, true, SILU>(w, x, ldx, nb, y, ldy, acc, pair, h, ldh, s);
+  launch_qmma<BITS, true, false, SILU>(w, x, ldx, nb, y, ldy, acc, pair, h, ldh, s);
+}
+
+bool qmma_eligible(const PackedView& w) {
+  return (w.bits == 4 || w.bits == 8) && w.d_in % 128 == 0 && g_packed_variant == 0;
+}
+
+// nb == 1 with the SIMT kernel (tuning switch; the tensor-core kernel is the default).
+bool g_simt_nb1 = false;
+
+// ---- dequantizer -----------------------------------------------------------------------------
+
+template <int BITS>
+__global__ void dequant_kernel(PackedView w, int row0, int rows, __half* __restrict__ out) {
+  using Q = QT<BITS>;
+  pdl_trigger();
+  pdl_wait();
+  const int steps = w.d_in / Q::CPL;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= int64_t(rows) * steps) return;
+  const int rr = int(idx / steps), c = int(idx % steps);
+  const int row = row0 + rr;
+  const int n_groups = w.d_in / w.group;
+  Raw<BITS> raw;
+  load_raw<BITS>(raw, w.lo + int64_t(row) * w.lo_row_bytes,
+                 Q::HI ? w.hi + int64_t(row) * w.hi_row_bytes : nullptr, c, true);
+  const __half c1024 = __float2half(1024.f);
+#pragma unroll
+  for (int sb = 0; sb < Q::SUB; ++sb) {
+    const int k0 = c * Q::CPL + sb * 32;
+    const __half2 szv = as_half2(w.sz[int64_t(row) * n_groups + k0 / w.group]);
+    const __half2 hz = __half2half2(__hadd(__high2half(szv), c1024));
+    const __half2 sc = __half2half2(__low2half(szv));
+    uint4 o[4];
+    __half2* oh = reinterpret_cast<__half2*>(o);
+    unpack_sub<BITS>(raw, sb, hz, sc, oh);
+    uint4* dst = reinterpret_cast<uint4*>(out + int64_t(rr) * w.d_in + k0);
+#pragma unroll
+    for (int v = 0; v < 4; ++v) dst[v] = o[v];
+  }
+}
+
+}  // namespace
+
+void set_qgemv_simt_nb1(bool on) { g_simt_nb1 = on; }
+void set_sm_count(int n) { g_sm_count = n > 0 ? n : 132; }
+
+void set_gemv_variants(int float_variant, int packed_variant) {
+  g_float_variant = float_variant;
+  g_packed_variant = packed_variant;
+}
+
+void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y,
+          int ldy, bool accumulate, cudaStream_t s, const NormEpilogue* norm) {
+  g_norm = norm ? *norm : NormEpilogue{};
+  struct Reset {
+    ~Reset() { g_norm = NormEpilogue{}; }
+  } reset;
+  if (nb < 1 || nb > 16) fail(HCI_ERR_INTERNAL, "gemv: nb must be 1..16");
+  if (d_in % 8 || ldx % 8) fail(HCI_ERR_INTERNAL, "gemv: d_in and ldx must be multiples of 8");
+  if (t == DType::F16)
+    gemv_t<__half>(W, d_out, d_in, x, ldx, nb, y, ldy, accumulate, s);
+  else if (t == DType::BF16)
+    gemv_t<__nv_bfloat16>(W, d_out, d_in, x, ldx, nb, y, ldy, accumulate, s);
+  else
+    fail(HCI_ERR_INTERNAL, "gemv: weights must be fp16 or bf16");
+  HCI_LAUNCH_CHECK("gemv");
+}
+
+void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
+           bool accumulate, cudaStream_t s, const NormEpilogue* norm) {
+  if (nb < 1 || nb > 16) fail(HCI_ERR_INTERNAL, "qgemv: nb must be 1..16");
+  if (norm && !(qmma_eligible(w) && !(nb == 1 && g_simt_nb1)))
+    fail(HCI_ERR_INTERNAL, "qgemv: the norm epilogue needs the tensor-core kernel");
+  g_norm = norm ? *norm : NormEpilogue{};
+  struct Reset {
+    ~Reset() { g_norm = NormEpilogue{}; }
+  } reset;
+  if (qmma_eligible(w) && !(nb == 1 && g_simt_nb1)) {
+    if (w.bits == 4)
+      qmma_dispatch<4, false>(w, x, ldx, nb, y, ldy, accumulate, 0, nullptr, 0, s);
+    else
+      qmma_dispatch<8, false>(w, x, ldx, nb, y, ldy, accumulate, 0, nullptr, 0, s);
+    return;
+  }
+  switch (w.bits) {
+    case 2: qgemv_bits<2>(w, x, ldx, nb, y, ldy, accumulate, s); break;
+    case 3: qgemv_bits<3>(w, x, ldx, nb, y, ldy, accumulate, s); break;
+    case 4: qgemv_bits<4>(w, x, ldx, nb, y, ldy, accumulate, s); break;
+    case 8: qgemv_bits<8>(w, x, ldx, nb, y, ldy, accumulate, s); break;
+    default: fail(HCI_ERR_INTERNAL, "qgemv: bits must be 2, 3, 4 or 8");
+  }
+  HCI_LAUNCH_CHECK("qgemv");
+}
+
+bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
+                cudaStream_t s) {
+  if (!qmma_eligible(w) || nb < 1 || nb > 16 || w.d_out != 2 * dff) return false;
+  if (w.bits == 4)
+    qmma_dispatch<4, true>(w, x, ldx, nb, nullptr, 0, false, dff, h, ldh, s);
+  else
+    qmma_dispatch<8, true>(w, x, ldx, nb, nullptr, 0, false, dff, h, ldh, s);
+  return true;
+}
+
+bool packed_norm_epilogue_supported(const PackedView& w, int nb) {
+  return nb >= 1 && nb <= 16 && qmma_eligible(w) && !(nb == 1 && g_simt_nb1);
+}
+
+bool packed_gemv_supported(const PackedView& w, int nb) {
+  return nb >= 1 && nb <= 16 && (qmma_eligible(w) || nb <= 2);
+}
+
+void gemv_silu(DType t, const void* W, int dff, int d_in, const void* x, int ldx, int nb, void* h,
+               int ldh, cudaStream_t s) {
+  if (nb < 1 || nb > 16) fail(HCI_ERR_INTERNAL, "gemv_silu: nb must be 1..16");
+  if (d_in % 8 || ldx % 8) fail(HCI_ERR_INTERNAL, "gemv_silu: d_in and ldx must be multiples of 8");
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    if (nb == 1) return launch_gemv_silu<T, 1>(W, dff, d_in, x, ldx, nb, h, ldh, s);
+    if (nb == 2) return launch_gemv_silu<T, 2>(W, dff, d_in, x, ldx, nb, h, ldh, s);
+    if (nb <= 4) return launch_gemv_silu<T, 4>(W, dff, d_in, x, ldx, nb, h, ldh, s);
+    if (nb <= 8) return launch_gemv_silu<T, 8>(W, dff, d_in, x, ldx, nb, h, ldh, s);
+    return launch_gemv_silu<T, 16>(W, dff, d_in, x, ldx, nb, h, ldh, s);
+  };
+  if (t == DType::F16)
+    go(__half());
+  else
+    go(__nv_bfloat16());
+}
+
+void dequant(const PackedView& w, int row0, int rows, void* out, cudaStream_t s) {
+  if (rows <= 0) return;
+  const int cpl = (w.bits == 8 || w.bits == 4) ? 32 : 64;
+  const int64_t n = int64_t(rows) * (w.d_in / cpl);
+  const int threads = 256;
+  const int blocks = int((n + threads - 1) / threads);
+  __half* o = static_cast<__half*>(out);
+  switch (w.bits) {
+    case 2: launch_k("dequant_kernel", dequant_kernel<2>, dim3(blocks), dim3(threads), 0, s, w, row0, rows, o); break;
+    case 3: launch_k("dequant_kernel", dequant_kernel<3>, dim3(blocks), dim3(threads), 0, s, w, row0, rows, o); break;
+    case 4: launch_k("dequant_kernel", dequant_kernel<4>, dim3(blocks), dim3(threads), 0, s, w, row0, rows, o); break;
+    case 8: launch_k("dequant_kernel", dequant_kernel<8>, dim3(blocks), dim3(threads), 0, s, w, row0, rows, o); break;
+    default: fail(HCI_ERR_INTERNAL, "dequant: bits must be 2, 3, 4 or 8");
+  }
+  HCI_LAUNCH_CHECK("dequant");
+}
+
+}  // namespace hci::gpu

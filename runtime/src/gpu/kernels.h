@@ -1,0 +1,145 @@
+// Host launchers of the CUDA kernels (kernels.cu, gemv.cu, gemm.cu). All launch asynchronously on
+// `s` and check the launch (not the execution). Matrices are row-major; "ld" is a row stride in
+// elements. Float weights and matrix-product inputs are fp16 or bf16 (DType), products accumulate
+// in fp32 and write fp32.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace hci::gpu {
+
+enum class DType : int { F16 = 0, BF16 = 1, F32 = 2 };
+inline int dtype_size(DType t) { return t == DType::F32 ? 4 : 2; }
+const char* dtype_name(DType t);
+
+// ---- decode GEMV (1..16 rows of x) -------------------------------------------------------------
+
+// Optional epilogue of a residual GEMV (y = the residual stream x, rows of width d_out): once every
+// block has written its rows, the last one writes out[b*d_out + j] = dtype(gamma[j] * x[b, j] *
+// rsqrt(mean(x_b^2) + eps)), the RMSNorm the next matrix product needs (one kernel less per
+// norm in the decode step). `counter` must be 0 before the launch; the kernel leaves it 0.
+struct NormEpilogue {
+  unsigned* counter = nullptr;
+  const float* gamma = nullptr;
+  float eps = 0.f;
+  void* out = nullptr;
+};
+
+// y[b*ldy + r] (+)= sum_k W[r*d_in + k] * x[b*ldx + k] for b < nb (1..16), r < d_out.
+// W, x: dtype t (16-byte aligned rows; d_in and ldx multiples of 8).
+void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y,
+          int ldy, bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr);
+
+// A packed quantized matrix on the device (layout: pack.h).
+struct PackedView {
+  const uint8_t* lo = nullptr;   // [d_out, lo_row_bytes]
+  const uint8_t* hi = nullptr;   // [d_out, hi_row_bytes] (3-bit only)
+  const uint32_t* sz = nullptr;  // [d_out, d_in / group] fp16 pairs (scale, zero)
+  int d_out = 0, d_in = 0, bits = 0, group = 0;
+  int64_t lo_row_bytes = 0, hi_row_bytes = 0;
+};
+
+// y[b*ldy + r] (+)= sum_k (code - zero) * scale * x[b*ldx + k]; x fp16.
+void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
+           bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr);
+// True when qgemv can apply a NormEpilogue (the tensor-core kernel runs this matrix).
+bool packed_norm_epilogue_supported(const PackedView& w, int nb);
+
+// True when qgemv runs this matrix at nb rows without falling back to slow paths: the tensor-core
+// kernel (4/8-bit, d_in a multiple of 128; any nb up to 16), or the SIMT kernel for nb <= 2.
+bool packed_gemv_supported(const PackedView& w, int nb);
+
+// Fused gate/up decode step with the SiLU gating epilogue: W (packed [2*dff, d_in], gate rows
+// then up rows) times x gives h[b*ldh + j] = fp16(silu(gate_j) * up_j). Returns false (doing
+// nothing) when the tensor-core kernel does not apply.
+bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
+                cudaStream_t s);
+
+// The same for float weights W [2*dff, d_in] of dtype t: h[b*ldh + j] = t(silu(g_j) * u_j).
+void gemv_silu(DType t, const void* W, int dff, int d_in, const void* x, int ldx, int nb, void* h,
+               int ldh, cudaStream_t s);
+
+// out[(r - row0) * d_in + k] = fp16((code - zero) * scale) for rows row0..row0+rows-1.
+void dequant(const PackedView& w, int row0, int rows, void* out, cudaStream_t s);
+
+// Kernel variants for tuning and tests: 0 = default. Float GEMV variants 1..4 = (rows per warp,
+// unroll) (1,4) (2,2) (2,4) (4,2) for nb == 1; packed variants 1..4 = the SIMT kernel with (1,2)
+// (2,2) (4,1) (2,4) for nb == 1, 5 = the SIMT kernel for every nb (a nonzero packed variant turns
+// the tensor-core kernel off). Process-wide; not for concurrent use.
+void set_gemv_variants(int float_variant, int packed_variant);
+// nb == 1 packed GEMVs with the SIMT kernel instead of the tensor-core one (tuning; default off).
+void set_qgemv_simt_nb1(bool on);
+// Multiprocessors of the device (sizes the tensor-core kernel's K split; default 132).
+void set_sm_count(int n);
+
+// Programmatic dependent launch (launch.cuh) for every kernel launched after the call; on by
+// default when the first GPU model is created on an sm_90+ device. Process-wide.
+void set_pdl(bool on);
+bool pdl_enabled();
+
+// ---- prefill GEMM --------------------------------------------------------------------------------
+
+// y[i*ldy + r] (+)= sum_k x[i*ldx + k] * W[r*d_in + k], i < m, r < d_out: the library's own
+// tensor-core (WMMA) kernel; d_in must be a multiple of 32.
+void gemm_own(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int m,
+              float* y, int ldy, bool accumulate, cudaStream_t s);
+
+// ---- elementwise and attention ---------------------------------------------------------------
+
+// x[i*d + j] = float(table[tokens[i]*d + j]).
+void embed(DType t, const void* table, int d, const int* tokens, int n, float* x, cudaStream_t s);
+// out[i*ldo + j] = out_t(g[j] * (x[i*ldx + j] * rsqrt(mean(x_i^2) + eps))).
+void rmsnorm(DType out_t, const float* x, int ldx, const float* g, int n, int d, float eps,
+             void* out, int ldo, cudaStream_t s);
+// Rotates q (columns [0, n_heads*hd)) in place and k (the next n_kv*hd columns) of qkv rows with
+// the rotate_half pairing and table cs[pos * hd/2 + f] = (cos, sin); writes k and v (the last
+// n_kv*hd columns) into the cache rows (row_seq[i], row_pos[i]) of kc / vc, each
+// [n_seqs, n_ctx, n_kv*hd] of dtype kv.
+void rope_store(DType kv, float* qkv, int ldq, int n, int n_heads, int n_kv, int hd,
+                const float2* cs, const int* row_seq, const int* row_pos, void* kc, void* vc,
+                int n_ctx, cudaStream_t s);
+// Causal attention of each row's query heads against its sequence's cache positions
+// 0..row_pos[i]; out[i*ldo + h*hd + d] of dtype out_t. hd must be 32, 64 or 128.
+void attention(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_heads, int n_kv,
+               int hd, const void* kc, const void* vc, int n_ctx, const int* row_seq,
+               const int* row_pos, void* out, int ldo, cudaStream_t s);
+// Decode attention with RoPE and the KV-cache store fused: row i (one new token of sequence
+// row_seq[i] at position row_pos[i]; rows are distinct sequences) rotates its q heads and its
+// new k head with cs, writes the new k and v into the cache, and attends over cache positions
+// 0..pos-1 plus the new key (taken from registers, so no other block's write is awaited).
+void attention_decode(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_heads,
+                      int n_kv, int hd, const float2* cs, const int* row_seq, const int* row_pos,
+                      void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s);
+// h[i*ldh + j] = out_t(silu(gu[i*ldgu + j]) * gu[i*ldgu + dff + j]).
+void silu_mul(DType out_t, const float* gu, int ldgu, int dff, int n, void* h, int ldh,
+              cudaStream_t s);
+// out[i] = t(x[i]).
+void to_dtype(DType t, const float* x, int64_t n, void* out, cudaStream_t s);
+// nll[i] = logsumexp(logits_i) - logits_i[targets[i]] (0 where targets[i] < 0).
+void nll_rows(const float* logits, int V, const int* targets, int n, float* nll, cudaStream_t s);
+// out[i] = argmax of row i (lowest index on ties).
+void argmax_rows(const float* logits, int V, int n, int* out, cudaStream_t s);
+// row_seq[i] = i, row_pos[i] = seq_len[i] for i < nb.
+void decode_begin(int nb, const int* seq_len, int* row_seq, int* row_pos, cudaStream_t s);
+// seq_len[i] += 1 for i < nb.
+void decode_end(int nb, int* seq_len, cudaStream_t s);
+
+// ---- synthetic weights and measurement -------------------------------------------------------
+
+// p[i] ~ approximately N(0, stddev²) (Irwin-Hall of 4 uniforms), a function of (seed, id, i).
+void fill_normal(DType t, void* p, int64_t n, uint64_t seed, uint64_t id, float stddev,
+                 cudaStream_t s);
+// Uniform random 32-bit words (random packed codes).
+void fill_words(uint32_t* p, int64_t n_words, uint64_t seed, uint64_t id, cudaStream_t s);
+// fp16 pairs (scale * u, zero), u uniform in [0.9, 1.1).
+void fill_scales(uint32_t* sz, int64_t n, uint64_t seed, uint64_t id, float scale, float zero,
+                 cudaStream_t s);
+void fill_const(float* p, int64_t n, float v, cudaStream_t s);
+// Reads `bytes` (multiple of 16) with 16-byte loads; writes one float per block into sink
+// [read_stream_blocks()].
+void read_stream(const void* p, int64_t bytes, float* sink, cudaStream_t s);
+int read_stream_blocks();
+
+}  // namespace hci::gpu

@@ -1,0 +1,29 @@
+// Struct layouts of hcinfer_gpu.h that the TypeScript bindings (ffi/gpu.ts) encode by offset.
+#pragma once
+
+#include <cstddef>
+
+#include "hcinfer_gpu.h"
+
+static_assert(sizeof(hci_gpu_device_info) == 584 &&
+                  offsetof(hci_gpu_device_info, total_memory) == 40 &&
+                  offsetof(hci_gpu_device_info, memory_clock_khz) == 64 &&
+                  offsetof(hci_gpu_device_info, name) == 72 &&
+                  offsetof(hci_gpu_device_info, reason) == 200 &&
+                  offsetof(hci_gpu_device_info, build) == 456,
+              "hci_gpu_device_info layout");
+static_assert(sizeof(hci_gpu_bandwidth) == 48 && offsetof(hci_gpu_bandwidth, bytes) == 32,
+              "hci_gpu_bandwidth layout");
+static_assert(sizeof(hci_gpu_params) == 56 && offsetof(hci_gpu_params, memory_budget) == 40 &&
+                  offsetof(hci_gpu_params, prefill_chunk) == 48,
+              "hci_gpu_params layout");
+static_assert(sizeof(hci_gpu_synth_params) == 16, "hci_gpu_synth_params layout");
+static_assert(sizeof(hci_gpu_model_info) == 128 &&
+                  offsetof(hci_gpu_model_info, weight_bytes) == 64,
+              "hci_gpu_model_info layout");
+static_assert(sizeof(hci_gpu_bench_params) == 32 && offsetof(hci_gpu_bench_params, seed) == 24,
+              "hci_gpu_bench_params layout");
+static_assert(sizeof(hci_gpu_bench_result) == 96 &&
+                  offsetof(hci_gpu_bench_result, weight_bytes_per_step) == 56 &&
+                  offsetof(hci_gpu_bench_result, graph_used) == 88,
+              "hci_gpu_bench_result layout");
