@@ -179,12 +179,18 @@ QData make_q(int d_out, int d_in, int bits, int group) {
 
 TEST(packed_gemv_matches_reference) {
   double worst = 0;
+  // variants 6 and 7 (the streaming batch-1 kernel) also on a long row (several K slices per
+  // warp, partial last slice, odd row count) and on more row pairs than the grid has warps
   for (int bits : {2, 3, 4, 8})
     for (int group : {32, 64, 128, -1})
-      for (auto [d_out, d_in] : {std::pair{130, 512}, {257, 1152}})
+      for (auto [d_out, d_in] : {std::pair{130, 512}, {257, 1152}, {37, 4608}, {20000, 256}})
         for (int nb : {1, 2, 3, 8, 16})
-          for (int variant : {0, 1, 2, 3, 4, 5}) {
-            if (variant && variant != 5 && (nb != 1 || d_out != 130)) continue;
+          for (int variant : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+            if (d_in == 4608 || d_out == 20000) {
+              if (nb != 1 || (variant != 0 && variant < 6)) continue;
+            } else if (variant >= 6 ? nb != 1 : (variant && variant != 5 && (nb != 1 || d_out != 130))) {
+              continue;
+            }
             set_gemv_variants(0, variant);
             QData q = make_q(d_out, d_in, bits, group == -1 ? d_in : group);
             auto x = randn(size_t(nb) * d_in);
@@ -211,9 +217,13 @@ TEST(packed_gemv_matches_reference) {
   std::vector<double> ref(64);
   ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), 1, ref.data());
   for (int i = 0; i < 64; ++i) ref[size_t(i)] += y0[size_t(i)];
-  DeviceBuffer X = up(xb), Y = up(y0);
-  qgemv(q.view(), X.get(), 256, 1, Y.as<float>(), 64, true, nullptr);
-  CHECK(rel_err(down<float>(Y, 64), ref) < 2e-3);
+  for (int kernel : {0, 1, 2, 3, 4, 5, 6}) {
+    set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+    DeviceBuffer X = up(xb), Y = up(y0);
+    qgemv(q.view(), X.get(), 256, 1, Y.as<float>(), 64, true, nullptr);
+    CHECK(rel_err(down<float>(Y, 64), ref) < 2e-3);
+  }
+  set_qgemv_nb1_kernel(-1);
 }
 
 TEST(silu_epilogues_match_reference) {
@@ -244,16 +254,21 @@ TEST(silu_epilogues_match_reference) {
     DeviceBuffer W = up(wb), X = up(xb), H(A(), int64_t(nb) * dff * 2, "h");
     gemv_silu(DType::F16, W.get(), dff, d_in, X.get(), d_in, nb, H.get(), dff, nullptr);
     const double e1 = rel_err(got16(H), expect(gu));
-    // packed (tensor-core kernel), 4 and 8 bits, folded and unfolded scales
+    // packed (tensor-core kernel), 4 and 8 bits, folded and unfolded scales; batch 1 also the
+    // streaming kernel, every bit width
     double e2 = 0;
-    for (int bits : {4, 8})
-      for (int group : {64, 128}) {
-        QData q = make_q(2 * dff, d_in, bits, group);
-        ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, gu.data());
-        DeviceBuffer H2(A(), int64_t(nb) * dff * 2, "h");
-        CHECK(qgemv_silu(q.view(), dff, X.get(), d_in, nb, H2.get(), dff, nullptr));
-        e2 = std::max(e2, rel_err(got16(H2), expect(gu)));
-      }
+    for (int kernel : {0, 2, 3, 4, 5, 6})  // 2.. = the streaming kernel, configuration 0..4
+      for (int bits : {2, 3, 4, 8})
+        for (int group : {64, 128}) {
+          if (kernel >= 2 ? nb != 1 : (bits == 2 || bits == 3)) continue;
+          set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+          QData q = make_q(2 * dff, d_in, bits, group);
+          ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, gu.data());
+          DeviceBuffer H2 = up(std::vector<uint16_t>(size_t(nb) * dff, 0x7E00));  // fp16 NaN
+          CHECK(qgemv_silu(q.view(), dff, X.get(), d_in, nb, H2.get(), dff, nullptr));
+          e2 = std::max(e2, rel_err(got16(H2), expect(gu)));
+        }
+    set_qgemv_nb1_kernel(-1);
     if (!(e1 < 2e-3 && e2 < 3e-3)) std::printf("  silu nb %d: float %.2e packed %.2e\n", nb, e1, e2);
     CHECK(e1 < 2e-3);
     CHECK(e2 < 3e-3);
@@ -488,14 +503,20 @@ TEST(norm_epilogues_match_cpu) {
     ne.out = O.get();
     gemv(DType::F16, W.get(), d, d_in, X.get(), d_in, nb, Y.as<float>(), d, true, nullptr, &ne);
     const double e1 = rel_err(normed(O), expect(prod));
-    // packed (tensor-core kernel)
+    // packed (tensor-core kernel; batch 1 also the streaming kernel)
     QData q = make_q(d, d_in, 4, 128);
     ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, prod.data());
-    DeviceBuffer Y2 = up(y0), O2(A(), int64_t(nb) * d * 2, "o");
-    ne.out = O2.get();
-    CHECK(packed_norm_epilogue_supported(q.view(), nb));
-    qgemv(q.view(), X.get(), d_in, nb, Y2.as<float>(), d, true, nullptr, &ne);
-    const double e2 = rel_err(normed(O2), expect(prod));
+    double e2 = 0;
+    for (int kernel : {0, 2, 3, 4, 5, 6}) {  // 2.. = the streaming kernel, configuration 0..4
+      if (kernel >= 2 && nb != 1) continue;
+      set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+      DeviceBuffer Y2 = up(y0), O2(A(), int64_t(nb) * d * 2, "o");
+      ne.out = O2.get();
+      CHECK(packed_norm_epilogue_supported(q.view(), nb));
+      qgemv(q.view(), X.get(), d_in, nb, Y2.as<float>(), d, true, nullptr, &ne);
+      e2 = std::max(e2, rel_err(normed(O2), expect(prod)));
+    }
+    set_qgemv_nb1_kernel(-1);
     unsigned cnt = 1;
     HCI_CUDA(cudaMemcpy(&cnt, CNT.get(), 4, cudaMemcpyDeviceToHost));
     if (!(e1 < 2e-3 && e2 < 2e-3 && cnt == 0))
@@ -614,9 +635,13 @@ int bench() {
       }
       const double qbytes = double(ps.lo_bytes() + ps.hi_bytes() + ps.sz_bytes());
       for (int nb : {1, 4, 16})
-        for (int v = 0; v <= 5; ++v) {
-          if ((nb != 1 || bits != 4) && v && v != 5) continue;
-          if (v == 5 && bits != 4) continue;
+        for (int v = 0; v <= 10; ++v) {
+          if (v >= 6) {
+            if (nb != 1) continue;
+          } else {
+            if ((nb != 1 || bits != 4) && v && v != 5) continue;
+            if (v == 5 && bits != 4) continue;
+          }
           set_gemv_variants(0, v);
           const double us = 1e3 * timeit([&](int c) {
             PackedView pv;

@@ -185,8 +185,12 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     int sms = 0;
     HCI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
     set_sm_count(sms);
+    // batch-1 packed GEMV kernel: 0 tensor-core, 1 SIMT, 2 streaming, "2:N" streaming with
+    // configuration N; unset = library default
     const char* simt = std::getenv("HCINFER_QGEMV_SIMT");
-    set_qgemv_simt_nb1(simt && simt[0] == '1');
+    const bool k_ok = simt && simt[0] >= '0' && simt[0] <= '2';
+    const bool c_ok = k_ok && simt[1] == ':' && simt[2] >= '0' && simt[2] <= '9';
+    set_qgemv_nb1_kernel(k_ok ? simt[0] - '0' : -1, c_ok ? simt[2] - '0' : -1);
     // Decode fusions (measured on an H200, Llama-2-7B shapes): attention with RoPE and the KV
     // store, and the packed gate/up GEMV with its SiLU epilogue, are on; the float gate/up + SiLU
     // kernel and the RMSNorm epilogue of the residual GEMVs were slower (the epilogue's

@@ -677,8 +677,250 @@ bool qmma_eligible(const PackedView& w) {
   return (w.bits == 4 || w.bits == 8) && w.d_in % 128 == 0 && g_packed_variant == 0;
 }
 
-// nb == 1 with the SIMT kernel (tuning switch; the tensor-core kernel is the default).
-bool g_simt_nb1 = false;
+// ---- packed GEMV, batch 1: streaming kernel with the input row in shared memory ---------------
+//
+// For nb == 1 every bit width. A block of 8 warps first issues its first weight loads, then (after
+// the PDL wait) copies x (d_in fp16) into shared memory once; the grid is sized to the resident
+// capacity (persistent blocks), and each warp walks over units of RPW consecutive rows (SiLU: gate
+// row j and up row j + pair) with a stride of all warps of the grid, so that every warp gets the
+// same number of units (±1). Inside a row each lane reads 16-byte vectors (U per row in flight,
+// consecutive lanes consecutive vectors: 512 contiguous bytes per warp and row), and the next
+// (unit, K-slice) position is loaded before the current one is computed (two register stages).
+// x is read from shared memory with a XOR swizzle of its 16-byte pieces, so the 64-byte chunks of
+// 8 consecutive lanes fall into distinct banks (no conflicts for 4- and 8-bit, and 2/3-bit where a
+// lane step covers two chunks). Dequantization as in the SIMT kernel (exact code - zero in fp16,
+// times the scale, 8-code fp16x2 partial sums, then fp32); 4-bit uses the Marlin-style pair
+// extraction (one LOP3 per pair, the odd nibbles scaled by 1/16 in the HFMA2).
+
+constexpr int kS1Threads = 256;
+constexpr int kS1Warps = kS1Threads / 32;
+constexpr int kS1MaxDin = 23552;  // x (46 KB) + the static shared memory within 48 KB
+
+// 16-byte unit of piece v (0..3) of the 32-half chunk q of x in shared memory.
+__device__ __forceinline__ int xs_unit(int q, int v) {
+  return 8 * (q >> 1) + ((4 * (q & 1) + v) ^ ((q >> 1) & 7));
+}
+
+// The 16 pairs (code - zero) * scale of one 16-byte vector of 4-bit codes (as unpack_sub<4>).
+__device__ __forceinline__ void unpack4_fast(const uint4& q, __half2 hz, __half2 nz, __half2 sc,
+                                             __half2 d[16]) {
+  const __half2 r16 = __float2half2_rn(0.0625f);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(&q);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    uint32_t v = w[i];
+    d[4 * i + 0] = __hmul2(__hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz), sc);
+    d[4 * i + 1] = __hmul2(__hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz), sc);
+    v >>= 8;
+    d[4 * i + 2] = __hmul2(__hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz), sc);
+    d[4 * i + 3] = __hmul2(__hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz), sc);
+  }
+}
+
+template <int BITS, int RPW, int U, int MINB, bool SILU>
+__global__ void __launch_bounds__(kS1Threads, MINB)
+    qgemv1_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
+                  int accumulate, int pair, __half* __restrict__ H, int gshift,
+                  NormEpilogue norm) {
+  static_assert(!SILU || RPW == 2, "SILU pairs two rows");
+  using Q = QT<BITS>;
+  extern __shared__ uint4 xs[];
+  const int lane = threadIdx.x & 31;
+  const int gw = blockIdx.x * kS1Warps + (threadIdx.x >> 5);
+  const int nw = gridDim.x * kS1Warps;
+  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  const int steps = w.d_in / Q::CPL;
+  const int nbase = (steps + 32 * U - 1) / (32 * U);
+  const int my_units = gw < units ? (units - gw + nw - 1) / nw : 0;
+  const int total = my_units * nbase;
+  const int n_groups = w.d_in / w.group;
+  const __half c1024 = __float2half(1024.f), c64 = __float2half(64.f);
+
+  Raw<BITS> raw[2][U][RPW];
+  uint32_t szr[2][U][RPW][Q::SUB];
+  float acc[RPW];
+#pragma unroll
+  for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+
+  auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
+  auto load = [&](int st, int p) {
+    const int ui = nbase == 1 ? p : p / nbase;
+    const int unit = gw + ui * nw;
+    const int base = (p - ui * nbase) * 32 * U;
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int row = row_of(unit, r);
+      const bool rok = row < w.d_out;
+      const uint8_t* lo_row = w.lo + int64_t(rok ? row : 0) * w.lo_row_bytes;
+      const uint8_t* hi_row = Q::HI ? w.hi + int64_t(rok ? row : 0) * w.hi_row_bytes : nullptr;
+      const uint32_t* szp = w.sz + int64_t(rok ? row : 0) * n_groups;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = base + u * 32 + lane;
+        const bool ok = rok && c < steps;
+        load_raw<BITS>(raw[st][u][r], lo_row, hi_row, c, ok);
+#pragma unroll
+        for (int sb = 0; sb < Q::SUB; ++sb) {
+          const int k = c * Q::CPL + sb * 32;
+          const int g = gshift >= 0 ? k >> gshift : k / w.group;
+          szr[st][u][r][sb] = ok ? __ldg(szp + g) : 0u;
+        }
+      }
+    }
+  };
+  auto compute = [&](int st, int p) {
+    const int ui = nbase == 1 ? p : p / nbase;
+    const int bi = p - ui * nbase;
+    const int base = bi * 32 * U;
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int c = base + u * 32 + lane;
+      if (c >= steps) continue;
+#pragma unroll
+      for (int sb = 0; sb < Q::SUB; ++sb) {
+        const int q = c * Q::SUB + sb;
+        uint4 xv[4];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) xv[v] = xs[xs_unit(q, v)];
+        const __half2* xh = reinterpret_cast<const __half2*>(xv);
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+          const __half2 szv = as_half2(szr[st][u][r][sb]);
+          const __half zh = __high2half(szv);
+          const __half2 hz = __half2half2(__hadd(zh, c1024));
+          const __half2 sc = __half2half2(__low2half(szv));
+          __half2 d[16];
+          if constexpr (BITS == 4) {
+            const __half2 nz = __half2half2(__hneg(__hadd(zh, c64)));
+            unpack4_fast(raw[st][u][r].lo[0], hz, nz, sc, d);
+          } else {
+            unpack_sub<BITS>(raw[st][u][r], sb, hz, sc, d);
+          }
+          acc[r] += dot32(d, xh);
+        }
+      }
+    }
+    if (bi == nbase - 1) {  // the unit's rows are complete
+      const int unit = gw + ui * nw;
+      if constexpr (SILU) {
+        const float g = warp_sum(acc[0]), up = warp_sum(acc[1]);
+        if (lane == 0) H[unit] = __float2half_rn(g / (1.0f + expf(-g)) * up);
+      } else {
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+          const float v = warp_sum(acc[r]);
+          const int row = row_of(unit, r);
+          if (lane == r && row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+    }
+  };
+
+  if (total > 0) load(0, 0);
+  pdl_wait();  // weights are constant; x and y come from earlier kernels
+  {
+    const uint4* xg = reinterpret_cast<const uint4*>(X);
+    const int n16 = w.d_in >> 3;
+    for (int i = threadIdx.x; i < n16; i += kS1Threads) xs[xs_unit(i >> 2, i & 3)] = __ldg(xg + i);
+  }
+  __syncthreads();
+  // stages alternate with compile-time indices (a run-time index would put them in local memory)
+  for (int p = 0; p < total; p += 2) {
+    if (p + 1 < total) load(1, p + 1);  // next position in flight during this one
+    compute(0, p);
+    if (p + 1 >= total) break;
+    if (p + 2 < total) load(0, p + 2);
+    compute(1, p + 1);
+  }
+  pdl_trigger();
+  if constexpr (!SILU) {
+    if (norm.counter) norm_epilogue<__half>(norm, Y, w.d_out, w.d_out, 1);
+  }
+}
+
+template <int BITS, int RPW, int U, int MINB, bool SILU>
+void launch_qgemv1(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
+                   const NormEpilogue& norm, cudaStream_t s) {
+  auto kern = qgemv1_kernel<BITS, RPW, U, MINB, SILU>;
+  const size_t smem = size_t(w.d_in) * 2;
+  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  // resident blocks per multiprocessor for this shared-memory size (cached per size)
+  static int cached_smem = -1, cached_occ = 1;
+  if (cached_smem != int(smem)) {
+    int occ = 0;
+    HCI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kS1Threads, smem));
+    cached_occ = std::max(1, occ);
+    cached_smem = int(smem);
+  }
+  const int want = (units + kS1Warps - 1) / kS1Warps;
+  const int blocks = std::max(1, std::min(want, g_sm_count * cached_occ));
+  int gshift = -1;
+  if ((w.group & (w.group - 1)) == 0) {
+    gshift = 0;
+    while ((1 << gshift) < w.group) ++gshift;
+  }
+  launch_k("qgemv1", kern, dim3(blocks), dim3(kS1Threads), smem, s, w,
+           static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift,
+           norm);
+}
+
+// (rows per warp, unroll, resident blocks asked of the register allocator): config 0 (2,2,1),
+// 1 (2,4,1), 2 (2,1,4), 3 (1,2,4), 4 (2,2,3)
+constexpr int kS1Configs = 5;
+template <int BITS, bool SILU>
+void qgemv1_bits(int config, const PackedView& w, const void* x, float* y, bool acc, int pair,
+                 void* h, const NormEpilogue& norm, cudaStream_t s) {
+  switch (config) {  // SiLU pairs two rows: configuration 3 is 2 there
+    case 1: return launch_qgemv1<BITS, 2, 4, 1, SILU>(w, x, y, acc, pair, h, norm, s);
+    case 2: return launch_qgemv1<BITS, 2, 1, 4, SILU>(w, x, y, acc, pair, h, norm, s);
+    case 3:
+      if constexpr (SILU) return launch_qgemv1<BITS, 2, 1, 4, SILU>(w, x, y, acc, pair, h, norm, s);
+      else return launch_qgemv1<BITS, 1, 2, 4, SILU>(w, x, y, acc, pair, h, norm, s);
+    case 4: return launch_qgemv1<BITS, 2, 2, 3, SILU>(w, x, y, acc, pair, h, norm, s);
+    default: return launch_qgemv1<BITS, 2, 2, 1, SILU>(w, x, y, acc, pair, h, norm, s);
+  }
+}
+
+template <bool SILU>
+void qgemv1_dispatch(int config, const PackedView& w, const void* x, float* y, bool acc, int pair,
+                     void* h, const NormEpilogue& norm, cudaStream_t s) {
+  switch (w.bits) {
+    case 2: return qgemv1_bits<2, SILU>(config, w, x, y, acc, pair, h, norm, s);
+    case 3: return qgemv1_bits<3, SILU>(config, w, x, y, acc, pair, h, norm, s);
+    case 4: return qgemv1_bits<4, SILU>(config, w, x, y, acc, pair, h, norm, s);
+    case 8: return qgemv1_bits<8, SILU>(config, w, x, y, acc, pair, h, norm, s);
+    default: fail(HCI_ERR_INTERNAL, "qgemv: bits must be 2, 3, 4 or 8");
+  }
+}
+
+bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in % 64 == 0; }
+
+// Which kernel runs nb == 1 packed GEMVs: 0 = tensor-core (4/8-bit; others SIMT), 1 = SIMT,
+// 2 = streaming (above; falls back to 0 where not eligible). -1 = the library default.
+// Default: streaming, configuration 0 for 4/8-bit and 3 for 2/3-bit; measured on an H200
+// (Llama-2-7B, batch-1 CUDA-graph decode, results/throughput-h200/packed-nb1.md): W4 345 vs
+// 341 tok/s with the tensor-core kernel, W8 312 vs 307, W3 313 vs 286, W2 360 vs 299.
+constexpr int kDefaultNb1Kernel = 2;
+int default_s1_config(int bits) { return bits == 2 || bits == 3 ? 3 : 0; }
+int g_nb1_kernel = -1;
+int g_s1_config = -1;  // streaming kernel configuration (-1: default)
+
+// The kernel of a packed GEMV of nb rows: 0 tensor-core, 1 SIMT, 2 streaming.
+int packed_kernel(const PackedView& w, int nb) {
+  const int mode = g_nb1_kernel >= 0 ? g_nb1_kernel : kDefaultNb1Kernel;
+  if (nb == 1 && qgemv1_eligible(w) &&
+      (g_packed_variant >= 6 || (g_packed_variant == 0 && mode == 2)))
+    return 2;
+  if (qmma_eligible(w) && !(nb == 1 && mode == 1)) return 0;
+  return 1;
+}
+
+int s1_config(int bits) {
+  if (g_packed_variant >= 6) return std::min(g_packed_variant - 6, kS1Configs - 1);
+  return g_s1_config >= 0 ? g_s1_config : default_s1_config(bits);
+}
 
 // ---- dequantizer -----------------------------------------------------------------------------
 
@@ -714,7 +956,11 @@ __global__ void dequant_kernel(PackedView w, int row0, int rows, __half* __restr
 
 }  // namespace
 
-void set_qgemv_simt_nb1(bool on) { g_simt_nb1 = on; }
+void set_qgemv_simt_nb1(bool on) { g_nb1_kernel = on ? 1 : -1; }
+void set_qgemv_nb1_kernel(int kernel, int config) {
+  g_nb1_kernel = kernel >= 0 && kernel <= 2 ? kernel : -1;
+  g_s1_config = config >= 0 && config < kS1Configs ? config : -1;
+}
 void set_sm_count(int n) { g_sm_count = n > 0 ? n : 132; }
 
 void set_gemv_variants(int float_variant, int packed_variant) {
@@ -742,13 +988,19 @@ void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, i
 void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
            bool accumulate, cudaStream_t s, const NormEpilogue* norm) {
   if (nb < 1 || nb > 16) fail(HCI_ERR_INTERNAL, "qgemv: nb must be 1..16");
-  if (norm && !(qmma_eligible(w) && !(nb == 1 && g_simt_nb1)))
-    fail(HCI_ERR_INTERNAL, "qgemv: the norm epilogue needs the tensor-core kernel");
+  const int kernel = packed_kernel(w, nb);
+  if (norm && kernel == 1)
+    fail(HCI_ERR_INTERNAL, "qgemv: the norm epilogue needs the tensor-core or streaming kernel");
   g_norm = norm ? *norm : NormEpilogue{};
   struct Reset {
     ~Reset() { g_norm = NormEpilogue{}; }
   } reset;
-  if (qmma_eligible(w) && !(nb == 1 && g_simt_nb1)) {
+  if (kernel == 2) {
+    qgemv1_dispatch<false>(s1_config(w.bits), w, x, y, accumulate, 0, nullptr, g_norm, s);
+    HCI_LAUNCH_CHECK("qgemv");
+    return;
+  }
+  if (kernel == 0) {
     if (w.bits == 4)
       qmma_dispatch<4, false>(w, x, ldx, nb, y, ldy, accumulate, 0, nullptr, 0, s);
     else
@@ -767,7 +1019,13 @@ void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ld
 
 bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
                 cudaStream_t s) {
-  if (!qmma_eligible(w) || nb < 1 || nb > 16 || w.d_out != 2 * dff) return false;
+  if (nb < 1 || nb > 16 || w.d_out != 2 * dff) return false;
+  if (packed_kernel(w, nb) == 2) {
+    qgemv1_dispatch<true>(s1_config(w.bits), w, x, nullptr, false, dff, h, NormEpilogue{}, s);
+    HCI_LAUNCH_CHECK("qgemv_silu");
+    return true;
+  }
+  if (!qmma_eligible(w)) return false;
   if (w.bits == 4)
     qmma_dispatch<4, true>(w, x, ldx, nb, nullptr, 0, false, dff, h, ldh, s);
   else
@@ -776,11 +1034,11 @@ bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, vo
 }
 
 bool packed_norm_epilogue_supported(const PackedView& w, int nb) {
-  return nb >= 1 && nb <= 16 && qmma_eligible(w) && !(nb == 1 && g_simt_nb1);
+  return nb >= 1 && nb <= 16 && packed_kernel(w, nb) != 1;
 }
 
 bool packed_gemv_supported(const PackedView& w, int nb) {
-  return nb >= 1 && nb <= 16 && (qmma_eligible(w) || nb <= 2);
+  return nb >= 1 && nb <= 16 && (packed_kernel(w, nb) == 2 || qmma_eligible(w) || nb <= 2);
 }
 
 void gemv_silu(DType t, const void* W, int dff, int d_in, const void* x, int ldx, int nb, void* h,

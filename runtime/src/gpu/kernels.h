@@ -44,16 +44,18 @@ struct PackedView {
 // y[b*ldy + r] (+)= sum_k (code - zero) * scale * x[b*ldx + k]; x fp16.
 void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
            bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr);
-// True when qgemv can apply a NormEpilogue (the tensor-core kernel runs this matrix).
+// True when qgemv can apply a NormEpilogue (the tensor-core or the batch-1 streaming kernel runs
+// this matrix).
 bool packed_norm_epilogue_supported(const PackedView& w, int nb);
 
 // True when qgemv runs this matrix at nb rows without falling back to slow paths: the tensor-core
-// kernel (4/8-bit, d_in a multiple of 128; any nb up to 16), or the SIMT kernel for nb <= 2.
+// kernel (4/8-bit, d_in a multiple of 128; any nb up to 16), the streaming kernel (nb == 1, any
+// bit width, d_in <= 23552), or the SIMT kernel for nb <= 2.
 bool packed_gemv_supported(const PackedView& w, int nb);
 
 // Fused gate/up decode step with the SiLU gating epilogue: W (packed [2*dff, d_in], gate rows
 // then up rows) times x gives h[b*ldh + j] = fp16(silu(gate_j) * up_j). Returns false (doing
-// nothing) when the tensor-core kernel does not apply.
+// nothing) when neither the tensor-core kernel nor (nb == 1) the streaming kernel applies.
 bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
                 cudaStream_t s);
 
@@ -67,10 +69,16 @@ void dequant(const PackedView& w, int row0, int rows, void* out, cudaStream_t s)
 // Kernel variants for tuning and tests: 0 = default. Float GEMV variants 1..4 = (rows per warp,
 // unroll) (1,4) (2,2) (2,4) (4,2) for nb == 1; packed variants 1..4 = the SIMT kernel with (1,2)
 // (2,2) (4,1) (2,4) for nb == 1, 5 = the SIMT kernel for every nb (a nonzero packed variant turns
-// the tensor-core kernel off). Process-wide; not for concurrent use.
+// the tensor-core kernel off), 6..10 = the streaming kernel's configurations 0..4 for nb == 1.
+// Process-wide; not for concurrent use.
 void set_gemv_variants(int float_variant, int packed_variant);
-// nb == 1 packed GEMVs with the SIMT kernel instead of the tensor-core one (tuning; default off).
+// nb == 1 packed GEMVs with the SIMT kernel instead of the default one (tuning; off = default,
+// the streaming kernel).
 void set_qgemv_simt_nb1(bool on);
+// The kernel of nb == 1 packed GEMVs (tuning): 0 = tensor-core (4/8-bit), 1 = SIMT, 2 = streaming
+// (x in shared memory, every bit width, d_in <= 23552), anything else = the library default;
+// config: the streaming kernel's configuration 0..4 (packed variants 6..10), -1 = default.
+void set_qgemv_nb1_kernel(int kernel, int config = -1);
 // Multiprocessors of the device (sizes the tensor-core kernel's K split; default 132).
 void set_sm_count(int n);
 
