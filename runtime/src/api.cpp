@@ -148,18 +148,19 @@ hci_quant_params hci_quant_default_params(void) {
 hci_status hci_model_quantize(hci_model* model, const hci_quant_params* params,
                               int64_t* progress, const int32_t* cancel, char* err,
                               size_t err_len) {
-  return guard(err, err_len, [&] {
-    need(model && params, "hci_model_quantize: model and params must not be NULL");
-    std::unique_lock lock(model->mu);
-    hci::QuantSettings s;
-    s.bits = params->bits;
-    s.group_size = params->group_size;
-    s.max_rank = params->max_rank;
-    s.kind_mask = params->kind_mask;
-    s.layer_begin = params->layer_begin;
-    s.layer_end = params->layer_end;
-    hci::quantize_model(model->m, s, model->m.n_threads, progress, cancel);
-  });
+  if (!params) {
+    hci::write_err(err, err_len, "hci_model_quantize: model and params must not be NULL");
+    return HCI_ERR_INVALID_ARGUMENT;
+  }
+  // RTN with plain SVD factors: the extended entry point with its defaults for the rest.
+  hci_quant_ex_params ex = hci_quant_ex_default_params();
+  ex.bits = params->bits;
+  ex.group_size = params->group_size;
+  ex.max_rank = params->max_rank;
+  ex.kind_mask = params->kind_mask;
+  ex.layer_begin = params->layer_begin;
+  ex.layer_end = params->layer_end;
+  return hci_model_quantize_ex(model, &ex, progress, cancel, err, err_len);
 }
 
 hci_quant_ex_params hci_quant_ex_default_params(void) {
