@@ -272,8 +272,36 @@ int64_t CompPoint::bytes_read(const int* ranks) const {
   return s;
 }
 
+void CompPoint::fill_random(uint64_t seed, float stddev, WorkerPool& pool) {
+  // uniform on [-a, a] has standard deviation a / sqrt(3)
+  const float a = stddev * 1.7320508f;
+  auto fill = [&](std::vector<uint8_t>& buf, uint64_t salt, int w) {
+    const int64_t count = int64_t(buf.size()) / elem_;
+    int64_t begin, end;
+    slice(count, pool.size(), w, begin, end);
+    uint64_t s = (seed + 1) * 0x9E3779B97F4A7C15ull ^ (salt + uint64_t(w) * 0xD1B54A32D192ED03ull);
+    for (int64_t i = begin; i < end; ++i) {
+      s ^= s << 13;  // xorshift64
+      s ^= s >> 7;
+      s ^= s << 17;
+      const float v = a * (float(int64_t(s >> 40) - (int64_t(1) << 23)) / float(1 << 23));
+      uint8_t* dst = buf.data() + i * elem_;
+      if (type_ == FactorType::F32) {
+        std::memcpy(dst, &v, 4);
+      } else {
+        const uint16_t h = type_ == FactorType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+        std::memcpy(dst, &h, 2);
+      }
+    }
+  };
+  pool.run([&](int w) {
+    fill(a_, 1, w);
+    fill(b_, 2, w);
+  });
+}
+
 void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, float* t,
-                      WorkerPool& pool, SimdLevel level) const {
+                      WorkerPool& pool, SimdLevel level, bool accumulate) const {
   const RowDot dot = pick(type_, level);
   const int L = layers();
   for (int j = 0; j < L; ++j)
@@ -284,6 +312,9 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
   for (int j = 0; j < L; ++j) active += ranks[j];
   int64_t outputs = 0;
   for (int j = 0; j < L; ++j) outputs += ranks[j] > 0 ? d_out_[size_t(j)] : 0;
+  if (!accumulate)
+    for (int j = 0; j < L; ++j)
+      if (ranks[j] == 0) std::memset(y[j], 0, size_t(n) * size_t(d_out_[size_t(j)]) * 4);
   const int W = pool.size();
   const int T = total_rank_;
   // Phase 1: t[b, row0_j + k] = A_j[k] · x[b]
@@ -323,6 +354,7 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
       for (int b = 0; b < n; ++b) {
         const float* tb = t + size_t(b) * size_t(T) + size_t(row0_[size_t(j)]);
         float* yb = y[j] + size_t(b) * size_t(dout) + size_t(c0);
+        if (!accumulate) std::memset(yb, 0, size_t(c1 - c0) * 4);
         for (int k = 0; k < ranks[j]; ++k)
           axpy(bt + (size_t(k) * size_t(dout) + size_t(c0)) * size_t(elem_), tb[k], yb,
                int(c1 - c0));

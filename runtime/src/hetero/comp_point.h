@@ -37,10 +37,15 @@ class CompPoint {
   // Copies layer j's float32 factors A [r_max_j, d_in] and B [d_out_j, r_max_j] into storage.
   void set_factors(int j, const float* A, const float* B);
 
-  // y[j] += B_j[:, :ranks[j]] · (A_j[:ranks[j]] · x) for each of n rows of x. `t` is scratch of
+  // Fills every factor with seeded uniform values of standard deviation `stddev` (synthetic
+  // models: throughput only), in parallel over the pool.
+  void fill_random(uint64_t seed, float stddev, WorkerPool& pool);
+
+  // y[j] += B_j[:, :ranks[j]] · (A_j[:ranks[j]] · x) for each of n rows of x (y[j] = ... when
+  // `accumulate` is false; a layer at rank 0 is then zeroed). `t` is scratch of
   // n * total_rank() floats. Work is split over the pool's workers (two phases, one barrier).
   void apply(const int* ranks, const float* x, int n, float* const* y, float* t, WorkerPool& pool,
-             SimdLevel level) const;
+             SimdLevel level, bool accumulate = true) const;
 
   // Float64 reference of apply() from the stored (rounded) factors, single-threaded.
   void apply_reference(const int* ranks, const float* x, int n, double* const* y) const;

@@ -1,0 +1,242 @@
+#include "hetero/comp_server.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "error.h"
+
+namespace hci {
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompServerConfig& cfg)
+    : points_(std::move(points)), ch_(ch), cfg_(cfg) {
+  if (points_.empty()) fail(HCI_ERR_INVALID_ARGUMENT, "compensation server: no points");
+  std::vector<int> cores;
+  if (cfg_.first_core >= 0)
+    for (int i = 0; i < std::max(1, cfg_.threads); ++i) cores.push_back(cfg_.first_core + i);
+  pool_ = std::make_unique<WorkerPool>(std::max(1, cfg_.threads), cores);
+  // Workers spin between the points of a pass (microseconds apart); a condition-variable
+  // wake-up would cost more than a point's whole budget. They sleep after 50 ms idle.
+  pool_->set_spin_us(50000);
+  rows_max_ = std::max(1, cfg_.rows_max);
+  int max_rank = 0;
+  for (const ServedPoint& sp : points_) {
+    if (sp.cp->layers() > 16 || int(sp.linear.size()) != sp.cp->layers())
+      fail(HCI_ERR_INVALID_ARGUMENT, "compensation server: a point has more than 16 layers or "
+                                     "a linear index per layer is missing");
+    max_rank = std::max(max_rank, sp.cp->total_rank());
+    for (int l : sp.linear) n_linears_ = std::max(n_linears_, l + 1);
+    std::vector<int> r(size_t(sp.cp->layers()));
+    for (int j = 0; j < sp.cp->layers(); ++j) r[size_t(j)] = sp.cp->r_max(j);
+    ranks_.push_back(r);
+  }
+  n_linears_ = (n_linears_ + 6) / 7 * 7;
+  t_.assign(size_t(rows_max_) * size_t(std::max(1, max_rank)), 0.f);
+  level_.assign(points_.size(), 1.0);
+  span_ns_.assign(points_.size(), 0);
+  rows_.assign(points_.size(), 0);
+  rank_sum_.assign(size_t(n_linears_), 0.0);
+  thread_ = std::thread([this] { loop(); });
+}
+
+CompServer::~CompServer() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+}
+
+void CompServer::restart() {
+  stop_.store(true, std::memory_order_release);
+  if (thread_.joinable()) thread_.join();
+  ch_.hdr->words.ready.store(0, std::memory_order_relaxed);
+  ch_.hdr->words.done.store(0, std::memory_order_release);
+  stop_.store(false, std::memory_order_release);
+  thread_ = std::thread([this] { loop(); });
+}
+
+int64_t CompServer::factor_bytes() const {
+  int64_t s = 0;
+  for (const ServedPoint& sp : points_) s += sp.cp->bytes_stored();
+  return s;
+}
+
+int CompServer::max_d_in() const {
+  int m = 0;
+  for (const ServedPoint& sp : points_) m = std::max(m, sp.cp->d_in());
+  return m;
+}
+
+int CompServer::max_width() const {
+  int m = 0;
+  for (const ServedPoint& sp : points_) {
+    int w = 0;
+    for (int j = 0; j < sp.cp->layers(); ++j) w += sp.cp->d_out(j);
+    m = std::max(m, w);
+  }
+  return m;
+}
+
+void CompServer::loop() {
+  for (uint32_t seq = 1;; ++seq) {
+    if (!wait_geq(ch_.hdr->words.ready, seq, &stop_)) return;
+    serve(seq);
+  }
+}
+
+void CompServer::serve(uint32_t seq) {
+  const int64_t t0 = now_ns();
+  const int P = n_points();
+  const int p = int(ch_.hdr->point);
+  const int n = int(ch_.hdr->rows);
+  const int expect = int((seq - 1) % uint32_t(P));
+  if (p != expect || n < 1 || n > rows_max_) {
+    // Answer anyway so the GPU does not hang; the engine reports the error on its next call.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.empty())
+      error_ = "compensation hand-off " + std::to_string(seq) + " carried point " +
+               std::to_string(p) + " with " + std::to_string(n) + " rows; expected point " +
+               std::to_string(expect) + " and 1.." + std::to_string(rows_max_) + " rows";
+    publish_done(ch_.hdr->words, seq);
+    return;
+  }
+  // The previous point's GPU wait is final now (the GPU wrote it before this hand-off).
+  if (seq > 1) account_wait((p + P - 1) % P);
+  const ServedPoint& sp = points_[size_t(p)];
+  const CompPoint& cp = *sp.cp;
+  const int L = cp.layers();
+  int ranks[16];
+  float* y[16];
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int j = 0; j < L && j < 16; ++j) ranks[j] = ranks_[size_t(p)][size_t(j)];
+  }
+  int64_t off = 0, width = 0;
+  for (int j = 0; j < L && j < 16; ++j) {
+    y[j] = ch_.y + off;
+    off += int64_t(n) * cp.d_out(j);
+    width += cp.d_out(j);
+  }
+  cp.apply(ranks, ch_.x, n, y, t_.data(), *pool_, cfg_.level, /*accumulate=*/false);
+  publish_done(ch_.hdr->words, seq);
+  const int64_t span = now_ns() - t0;
+
+  std::lock_guard<std::mutex> lock(mu_);
+  span_ns_[size_t(p)] = span;
+  rows_[size_t(p)] = n;
+  if (n > cfg_.decode_rows) {
+    st_.prefill_rows += p == 0 ? n : 0;
+    st_.prefill_cpu_ns += double(span);
+    return;
+  }
+  st_.cpu_busy_ns += double(span);
+  st_.bytes_to_host += int64_t(n) * cp.d_in() * 4;
+  st_.bytes_to_device += int64_t(n) * width * 4;
+  st_.factor_bytes_read += cp.bytes_read(ranks);
+  if (p == P - 1) {
+    ++st_.steps;
+    int64_t used = 0, full = 0;
+    for (int q = 0; q < P; ++q)
+      for (int j = 0; j < points_[size_t(q)].cp->layers(); ++j) {
+        const int r = ranks_[size_t(q)][size_t(j)];
+        used += r;
+        full += points_[size_t(q)].cp->r_max(j);
+        rank_sum_[size_t(points_[size_t(q)].linear[size_t(j)])] += r;
+      }
+    st_.rank_fraction_sum += full ? double(used) / double(full) : 0.0;
+  }
+}
+
+void CompServer::account_wait(int q) {
+  const uint32_t w = ch_.wait_ns ? reinterpret_cast<const std::atomic<uint32_t>*>(ch_.wait_ns)[q].load(
+                                       std::memory_order_acquire)
+                                 : 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rows_[size_t(q)] == 0 || rows_[size_t(q)] > cfg_.decode_rows) return;
+  st_.gpu_wait_ns += double(w);
+  if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
+}
+
+void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
+  double& lv = level_[size_t(q)];
+  if (wait_ns > cfg_.slack_ns) {
+    // The GPU reached its wait (span − wait) after the hand-off: fit 90% of that window. A wait
+    // longer than the whole span means the hand-off was seen late (latency, preemption): cut
+    // gently while the CPU's own work is substantial, and not at all once it is negligible (a
+    // rank cut cannot remove latency).
+    const int64_t window = span_ns - wait_ns;
+    if (window > 0)
+      lv *= std::clamp(0.9 * double(window) / double(span_ns), 0.5, 0.97);
+    else if (span_ns > 4 * cfg_.slack_ns)
+      lv *= 0.9;
+  } else {
+    lv = std::min(1.0, lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe));
+  }
+  apply_level(q);
+}
+
+void CompServer::apply_level(int p) {
+  const CompPoint& cp = *points_[size_t(p)].cp;
+  for (int j = 0; j < cp.layers(); ++j)
+    ranks_[size_t(p)][size_t(j)] =
+        std::clamp(int(std::lround(level_[size_t(p)] * cp.r_max(j))), 0, cp.r_max(j));
+}
+
+CompServerStats CompServer::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return st_;
+}
+
+void CompServer::reset_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  st_ = CompServerStats{};
+  std::fill(rank_sum_.begin(), rank_sum_.end(), 0.0);
+}
+
+void CompServer::ranks(int32_t* full, int32_t* last, double* mean, int n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (int i = 0; i < n; ++i) {
+    if (full) full[i] = 0;
+    if (last) last[i] = 0;
+    if (mean) mean[i] = 0;
+  }
+  for (size_t q = 0; q < points_.size(); ++q)
+    for (int j = 0; j < points_[q].cp->layers(); ++j) {
+      const int l = points_[q].linear[size_t(j)];
+      if (l < 0 || l >= n) continue;
+      if (full) full[l] = points_[q].cp->r_max(j);
+      if (last) last[l] = ranks_[q][size_t(j)];
+      if (mean) mean[l] = st_.steps ? rank_sum_[size_t(l)] / double(st_.steps) : ranks_[q][size_t(j)];
+    }
+}
+
+void CompServer::set_ranks(const int32_t* ranks, int n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t q = 0; q < points_.size(); ++q)
+    for (int j = 0; j < points_[q].cp->layers(); ++j) {
+      const int l = points_[q].linear[size_t(j)];
+      if (l >= n) fail(HCI_ERR_INVALID_ARGUMENT, "ranks: too few entries");
+      if (ranks[l] < 0 || ranks[l] > points_[q].cp->r_max(j))
+        fail(HCI_ERR_INVALID_ARGUMENT, "rank " + std::to_string(ranks[l]) + " of linear " +
+                                           std::to_string(l) + " is outside 0.." +
+                                           std::to_string(points_[q].cp->r_max(j)));
+    }
+  for (size_t q = 0; q < points_.size(); ++q)
+    for (int j = 0; j < points_[q].cp->layers(); ++j)
+      ranks_[q][size_t(j)] = ranks[points_[q].linear[size_t(j)]];
+  cfg_.controller = false;
+}
+
+std::string CompServer::error() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
+}
+
+}  // namespace hci

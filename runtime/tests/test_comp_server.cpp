@@ -1,0 +1,222 @@
+// The compensation server (the CPU side of cpu-sync / cpu-async) with a CPU thread playing the
+// GPU stream exactly as the decode graph does: write x and the header, READY, backbone work,
+// wait for DONE (timing the wait on its own clock), read y. Checks the corrections against the
+// float64 reference at every hand-off, decode and prefill row counts, fixed ranks, the protocol
+// error path, and the rank controller's response to a GPU window shorter and longer than the
+// CPU's work.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "check.h"
+#include "error.h"
+#include "hetero/comp_server.h"
+#include "test_util.h"
+
+using namespace hci;
+
+namespace {
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Points of a tiny block: q/k/v (3 layers sharing d_in 64) and o (1 layer), factors random.
+std::vector<ServedPoint> tiny_points(FactorType type, int r) {
+  std::vector<ServedPoint> pts;
+  ServedPoint qkv;
+  qkv.cp = std::make_unique<CompPoint>(64, std::vector<int>{64, 32, 32}, std::vector<int>{r, r, r},
+                                       type);
+  qkv.linear = {0, 1, 2};
+  ServedPoint o;
+  o.cp = std::make_unique<CompPoint>(64, std::vector<int>{64}, std::vector<int>{r}, type);
+  o.linear = {3};
+  for (ServedPoint* sp : {&qkv, &o})
+    for (int j = 0; j < sp->cp->layers(); ++j) {
+      const auto A = testutil::random_vec(size_t(r * 64), 3 + j);
+      const auto B = testutil::random_vec(size_t(sp->cp->d_out(j) * r), 7 + j);
+      sp->cp->set_factors(j, A.data(), B.data());
+    }
+  pts.push_back(std::move(qkv));
+  pts.push_back(std::move(o));
+  return pts;
+}
+
+// The channel's memory, as the engine lays it out in mapped host memory.
+struct FakeChannel {
+  ChannelHeader hdr;
+  std::vector<float> x, y;
+  std::vector<uint32_t> wait_ns;
+  FakeChannel(int rows, int d_in, int width, int points)
+      : x(size_t(rows) * d_in), y(size_t(rows) * width), wait_ns(size_t(points), 0) {}
+  Channel channel() {
+    Channel c;
+    c.hdr = &hdr;
+    c.x = x.data();
+    c.y = y.data();
+    c.wait_ns = wait_ns.data();
+    return c;
+  }
+};
+
+// One hand-off from the "GPU": returns the nanoseconds it waited for DONE.
+int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t backbone_ns) {
+  ch.hdr.point = uint32_t(point);
+  ch.hdr.rows = uint32_t(rows);
+  publish_ready(ch.hdr.words, seq);
+  // the "backbone work": sleep rather than spin, so the server keeps a core on a small machine
+  if (backbone_ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(backbone_ns));
+  const int64_t t0 = now_ns();
+  wait_geq(ch.hdr.words.done, seq);
+  const int64_t waited = now_ns() - t0;
+  reinterpret_cast<std::atomic<uint32_t>*>(&ch.wait_ns[size_t(point)])
+      ->store(uint32_t(std::min<int64_t>(waited, 0xFFFFFFFF)), std::memory_order_release);
+  return waited;
+}
+
+}  // namespace
+
+TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
+  // A separate set of points with the same seeds gives the reference.
+  const std::vector<ServedPoint> ref = tiny_points(FactorType::BF16, 8);
+  CompServerConfig cfg;
+  cfg.threads = 2;
+  cfg.rows_max = 40;
+  cfg.level = best_simd_level();
+  FakeChannel fc(40, 64, 128, 2);
+  CompServer server(tiny_points(FactorType::BF16, 8), fc.channel(), cfg);
+  CHECK(server.n_points() == 2 && server.max_d_in() == 64 && server.max_width() == 128);
+  uint32_t seq = 0;
+  double worst = 0;
+  for (int pass = 0; pass < 12; ++pass) {
+    const int rows = pass % 4 == 3 ? 40 : 1 + pass % 3;  // decode rows, and a prefill chunk
+    for (int p = 0; p < 2; ++p) {
+      const auto x = testutil::random_vec(size_t(rows * 64), 100 + pass * 2 + p);
+      std::copy(x.begin(), x.end(), fc.x.begin());
+      std::fill(fc.y.begin(), fc.y.end(), 1e30f);  // stale data must be overwritten
+      hand_off(fc, ++seq, p, rows, 0);
+      const CompPoint& cp = *ref[size_t(p)].cp;
+      std::vector<std::vector<double>> r(size_t(cp.layers()));
+      std::vector<double*> rp;
+      std::vector<int> ranks;
+      for (int j = 0; j < cp.layers(); ++j) {
+        r[size_t(j)].assign(size_t(rows * cp.d_out(j)), 0.0);
+        rp.push_back(r[size_t(j)].data());
+        ranks.push_back(cp.r_max(j));
+      }
+      cp.apply_reference(ranks.data(), x.data(), rows, rp.data());
+      size_t off = 0;
+      for (int j = 0; j < cp.layers(); ++j)
+        for (size_t i = 0; i < r[size_t(j)].size(); ++i, ++off)
+          worst = std::max(worst, std::fabs(double(fc.y[off]) - r[size_t(j)][i]) /
+                                      (1.0 + std::fabs(r[size_t(j)][i])));
+    }
+  }
+  CHECK(worst < 1e-5);
+  const CompServerStats st = server.stats();
+  CHECK(st.steps == 9);          // decode passes (rows <= 16)
+  CHECK(st.prefill_rows == 120);  // three 40-row chunks
+  CHECK(st.bytes_to_host > 0 && st.bytes_to_device > 0 && st.factor_bytes_read > 0);
+  CHECK_NEAR(st.rank_fraction_sum / double(st.steps), 1.0, 1e-12);
+  CHECK(server.error().empty());
+}
+
+TEST(fixed_ranks_are_used_and_reported) {
+  CompServerConfig cfg;
+  cfg.rows_max = 4;
+  FakeChannel fc(4, 64, 128, 2);
+  CompServer server(tiny_points(FactorType::F32, 8), fc.channel(), cfg);
+  const int32_t ranks[7] = {0, 3, 8, 5, 0, 0, 0};
+  server.set_ranks(ranks, 7);
+  const auto x = testutil::random_vec(64, 5);
+  std::copy(x.begin(), x.end(), fc.x.begin());
+  std::fill(fc.y.begin(), fc.y.end(), 7.0f);
+  hand_off(fc, 1, 0, 1, 0);
+  // layer 0 (q) at rank 0: its correction is exactly zero, not the stale 7
+  CHECK(std::all_of(fc.y.begin(), fc.y.begin() + 64, [](float v) { return v == 0.0f; }));
+  CHECK(fc.y[64] != 7.0f);
+  hand_off(fc, 2, 1, 1, 0);
+  int32_t full[7], last[7];
+  double mean[7];
+  server.ranks(full, last, mean, 7);
+  CHECK(full[0] == 8 && full[3] == 8 && full[4] == 0);
+  CHECK(last[1] == 3 && last[2] == 8 && last[3] == 5);
+  CHECK_NEAR(mean[1], 3.0, 1e-12);
+  const int32_t bad[7] = {9, 0, 0, 0, 0, 0, 0};
+  CHECK_THROWS(server.set_ranks(bad, 7), HCI_ERR_INVALID_ARGUMENT, "outside 0..8");
+}
+
+TEST(out_of_order_handoff_is_reported_not_hung) {
+  CompServerConfig cfg;
+  cfg.rows_max = 4;
+  FakeChannel fc(4, 64, 128, 2);
+  CompServer server(tiny_points(FactorType::F32, 4), fc.channel(), cfg);
+  hand_off(fc, 1, 1, 1, 0);  // point 1 first: wrong, but answered
+  CHECK(server.error().find("expected point 0") != std::string::npos);
+  server.restart();
+  CHECK(fc.hdr.words.done.load() == 0);
+  hand_off(fc, 1, 0, 1, 0);  // a fresh sequence after the restart is served
+  CHECK(fc.hdr.words.done.load() == 1);
+}
+
+// The controller against a "GPU" whose backbone work per point is shorter than the CPU's work at
+// full rank: the ranks must come down until the GPU hardly waits; then, with a long window, they
+// must return to full.
+TEST(controller_trades_rank_for_time) {
+  // one point, big enough that full rank takes milliseconds on one thread
+  std::vector<ServedPoint> pts;
+  ServedPoint sp;
+  sp.cp = std::make_unique<CompPoint>(2048, std::vector<int>{8192}, std::vector<int>{256},
+                                      FactorType::F32);
+  sp.linear = {0};
+  WorkerPool fill_pool(1);
+  sp.cp->fill_random(1, 0.02f, fill_pool);
+  pts.push_back(std::move(sp));
+  CompServerConfig cfg;
+  cfg.threads = 1;
+  cfg.rows_max = 1;
+  cfg.controller = true;
+  cfg.probe = 0.05;
+  cfg.level = best_simd_level();
+  FakeChannel fc(1, 2048, 8192, 1);
+  const auto x = testutil::random_vec(2048, 9);
+  std::copy(x.begin(), x.end(), fc.x.begin());
+  CompServer server(std::move(pts), fc.channel(), cfg);
+  uint32_t seq = 0;
+  // measure the warm full-rank span first (no GPU window: the controller sees no wait)
+  int64_t full_ns = 0;
+  for (int i = 0; i < 3; ++i) {
+    const int64_t t0 = now_ns();
+    hand_off(fc, ++seq, 0, 1, 0);
+    full_ns = now_ns() - t0;
+  }
+  const int64_t window = std::max<int64_t>(full_ns / 5, 100000);
+  int64_t first_wait = 0;
+  std::vector<int64_t> late;  // waits of the last 40 passes; the median ignores preemptions
+  for (int pass = 0; pass < 120; ++pass) {
+    const int64_t w = hand_off(fc, ++seq, 0, 1, window);
+    if (pass == 0) first_wait = w;
+    if (pass >= 80) late.push_back(w);
+  }
+  std::sort(late.begin(), late.end());
+  const int64_t late_wait = late[late.size() / 2];
+  int32_t last = 0;
+  server.ranks(nullptr, &last, nullptr, 1);
+  std::printf("  full rank %.0f us, window %.0f us: rank %d of 256, wait first %.0f us, "
+              "late median %.1f us\n",
+              full_ns / 1e3, window / 1e3, last, first_wait / 1e3, late_wait / 1e3);
+  CHECK(last < 200);
+  // at full rank the GPU would wait about full_ns − window each pass
+  CHECK(late_wait < (full_ns - window) / 4);
+  // a window far longer than the full-rank work: back to full rank
+  for (int pass = 0; pass < 60; ++pass) hand_off(fc, ++seq, 0, 1, 4 * full_ns);
+  server.ranks(nullptr, &last, nullptr, 1);
+  CHECK(last == 256);
+  CHECK(server.stats().rank_fraction_sum > 0);
+}
+
+TEST_MAIN()
