@@ -3,6 +3,8 @@
  *
  *   device                       GPU, driver and build; measured HBM and pinned bandwidths
  *   throughput --config FILE     the `throughput` experiment (tokens/s vs roofline, budgets)
+ *   hetero --config FILE         the `hetero_throughput` experiment (compensation on the GPU,
+ *                                the CPU or overlapped; budgets; the rank controller)
  *   accuracy --model DIR --data FILE
  *                                GPU vs CPU perplexity per weight format, greedy tokens
  *
@@ -15,6 +17,11 @@
 import { readConfigFile } from "../experiments/config_file.ts";
 import { runExperiment } from "../experiments/experiment.ts";
 import { accuracyTables, runGpuAccuracy } from "../experiments/gpu_accuracy.ts";
+import {
+  HeteroConfigSchema,
+  heteroTables,
+  heteroThroughput,
+} from "../experiments/hetero_throughput.ts";
 import { parseConfig } from "../experiments/schema.ts";
 import { throughput, ThroughputConfigSchema, throughputTables } from "../experiments/throughput.ts";
 import { deviceInfo, measureBandwidth } from "../ffi/gpu.ts";
@@ -30,6 +37,13 @@ const USAGE = `deno task bench <command> [options]
                            run the throughput experiment (see experiments/configs/throughput_*.json);
                            results.jsonl (resumable), table.md and table.csv in DIR
                            (default results/runs/throughput-<config name>)
+
+  hetero --config FILE [--out DIR]
+                           run the hetero_throughput experiment (see
+                           experiments/configs/hetero_throughput_*.json): decode tok/s with the
+                           compensation on the GPU, on the CPU (sync / overlapped), under budgets,
+                           with the rank controller; results in DIR (default
+                           results/runs/hetero-<config name>)
 
   accuracy --model DIR --data FILE [--out DIR] [--seq N] [--max-windows N] [--formats LIST]
                            GPU vs CPU perplexity (fp16, bf16, w4g128, w4g128-r16, w3g128, w8g128
@@ -89,6 +103,23 @@ await runMain(async () => {
         onProgress: progressReporter(throughput.describePoint),
       });
       console.log(throughputTables(records));
+      return;
+    }
+    case "hetero": {
+      if (!values.config) throw new UsageError(`--config is required\n\n${USAGE}`);
+      requireGpu();
+      const config = parseConfig(
+        HeteroConfigSchema,
+        await readConfigFile(values.config),
+        values.config,
+      );
+      const name = values.config.replace(/^.*\//, "").replace(/\.json$/, "");
+      const outDir = values.out ?? `results/runs/hetero-${name}`;
+      const records = await runExperiment(heteroThroughput, config, {
+        outDir,
+        onProgress: progressReporter(heteroThroughput.describePoint),
+      });
+      console.log(heteroTables(records));
       return;
     }
     case "accuracy": {

@@ -147,7 +147,7 @@ export async function runGpuAccuracy(
           using g = await GpuModel.fromModel(m, {
             dtype: f.dtype,
             weights: f.bits ? "packed" : "current",
-            compensation: f.rank > 0,
+            placement: f.rank > 0 ? "gpu" : "none",
             nCtx: seqLen,
           });
           const t2 = performance.now();

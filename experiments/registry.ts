@@ -9,6 +9,7 @@
 import { accuracyVsRank } from "./accuracy_vs_rank.ts";
 import { cpuLowRank } from "./cpu_lowrank.ts";
 import type { AnyExperiment } from "./experiment.ts";
+import { heteroThroughput } from "./hetero_throughput.ts";
 import { pplVsRank } from "./ppl_vs_rank.ts";
 import { synthetic } from "./synthetic.ts";
 import { throughput } from "./throughput.ts";
@@ -21,6 +22,7 @@ export const EXPERIMENTS: Readonly<Record<string, AnyExperiment>> = {
   [cpuLowRank.name]: cpuLowRank,
   [synthetic.name]: synthetic,
   [throughput.name]: throughput,
+  [heteroThroughput.name]: heteroThroughput,
   [zeroShot.name]: zeroShot,
 };
 

@@ -9,6 +9,25 @@ export const TINY_DIR: string = decodeURIComponent(
   new URL("../models/tiny", import.meta.url).pathname,
 );
 
+/**
+ * The `small` checkpoint (8.4 M parameters, head_dim 64, so the GPU can run it):
+ * $HCINFER_SMALL_MODEL, else the device copy or the shared tree's copy, or null when absent.
+ */
+export function smallModelDir(): string | null {
+  const candidates = [
+    Deno.env.get("HCINFER_SMALL_MODEL"),
+    decodeURIComponent(new URL("../.device/gpu/models/small", import.meta.url).pathname),
+    decodeURIComponent(new URL("../../shared/models/small", import.meta.url).pathname),
+  ];
+  for (const c of candidates) {
+    if (!c) continue;
+    try {
+      if (Deno.statSync(`${c}/config.json`).isFile) return c;
+    } catch { /* next */ }
+  }
+  return null;
+}
+
 /** One prompt of models/tiny/reference.json (HF transformers, float32). */
 export interface ReferencePrompt {
   /** The prompt text. */

@@ -11,6 +11,13 @@
  *
  * using big = await GpuModel.synthetic("synthetic:llama-2-7b", { bits: 4, groupSize: 128 });
  * const r = await big.benchDecode({ batch: 1, promptLen: 128, newTokens: 128 });
+ *
+ * // rank-64 compensation on the CPU, overlapped with the GPU's backbone products
+ * using het = await GpuModel.synthetic("synthetic:llama-2-7b", {
+ *   bits: 4, groupSize: 128, rank: 64, placement: "cpu-async", cpuThreads: 8,
+ * });
+ * await het.benchDecode({ newTokens: 64 });
+ * const { steps, gpuWaitMs, factorBytesRead } = het.compStats(); // the timed repeats
  * ```
  *
  * The GPU symbols are opened from the same library file as the CPU ones. A library built without
@@ -271,8 +278,15 @@ export interface GpuOptions {
   maxBatch?: number;
   /** KV capacity per sequence; default min(max positions, 4096). */
   nCtx?: number;
-  /** Add the quantized layers' active low-rank factors on the GPU (default false). */
-  compensation?: boolean;
+  /**
+   * Where the quantized linears' low-rank compensation runs (`hci_gpu_placement`): `"none"`
+   * (default: backbone only), `"gpu"` (factors in device memory, in `dtype`), `"cpu-sync"` (factors
+   * in host memory; the GPU hands each compensation point's input to the CPU and waits for the
+   * correction before its own product: the no-overlap baseline) or `"cpu-async"` (the GPU runs the
+   * point's backbone product while the CPU computes the correction). The ranks are the loaded
+   * model's active ranks, or {@linkcode SyntheticOptions.rank}.
+   */
+  placement?: GpuPlacement;
   /** Stream blocks that do not fit `memoryBudget` from pinned host memory (default true). */
   offload?: boolean;
   /** Capture each decode step as a CUDA graph (default true). */
@@ -283,7 +297,37 @@ export interface GpuOptions {
   memoryBudget?: number;
   /** Rows per forward step (default 512). */
   prefillChunk?: number;
+  /**
+   * CPU placements: compensation worker threads, the serving thread included (0 or absent = the
+   * library's default: the cores from `cpuFirstCore` on, at most 32).
+   */
+  cpuThreads?: number;
+  /**
+   * CPU placements: pin the workers to cores cpuFirstCore .. cpuFirstCore + cpuThreads - 1
+   * (library default 2: cores 0 and 1 are left to the thread feeding the GPU and the driver);
+   * -1 = no pinning.
+   */
+  cpuFirstCore?: number;
+  /** CPU placements: storage of the host factors, `"fp32"`, `"bf16"` (default) or `"fp16"`. */
+  factorDtype?: "fp32" | "bf16" | "fp16";
+  /**
+   * CPU placements: compensation during prefill (more than 16 rows): `"cpu"` (default: a CPU
+   * GEMM over the chunk's rows, same hand-off as decode) or `"gpu"` (a device copy of the factors,
+   * charged to the memory budget; decode still uses the CPU).
+   */
+  prefillComp?: "cpu" | "gpu";
+  /**
+   * `"cpu-async"` only: the run-time rank controller picks each point's rank prefix every decode
+   * step so the CPU stays off the critical path (default false: the full ranks every step).
+   */
+  rankController?: boolean;
 }
+
+/** Where the low-rank compensation runs (`hci_gpu_placement`, in its order). */
+export type GpuPlacement = "none" | "gpu" | "cpu-sync" | "cpu-async";
+
+/** The placements, indexed by their `hci_gpu_placement` value. */
+export const GPU_PLACEMENTS: readonly GpuPlacement[] = ["none", "gpu", "cpu-sync", "cpu-async"];
 
 /** Options of {@linkcode GpuModel.synthetic}. */
 export interface SyntheticOptions extends GpuOptions {
@@ -293,15 +337,29 @@ export interface SyntheticOptions extends GpuOptions {
   bits?: number;
   /** Packed group size: 32, 64, 128 (default) or -1 per row. */
   groupSize?: number;
+  /**
+   * Rank of every linear's seeded random compensation factors, used when `placement` is not
+   * `"none"` (default 0: none).
+   */
+  rank?: number;
 }
 
 const WEIGHTS = { current: 0, packed: 1, original: 2 } as const;
 const DTYPES = { fp16: 0, bf16: 1, fp32: 2 } as const;
 const GEMMS = { auto: 0, cublas: 1, own: 2 } as const;
+const PLACEMENTS = { none: 0, gpu: 1, "cpu-sync": 2, "cpu-async": 3 } as const;
+const FACTOR_DTYPES = { fp32: 0, bf16: 1, fp16: 2 } as const;
+const PREFILL_COMPS = { cpu: 0, gpu: 1 } as const;
 const DTYPE_NAMES = ["fp16", "bf16", "fp32"] as const;
+const WEIGHTS_NAMES = ["current", "packed", "original"] as const;
+const GEMM_NAMES = ["auto", "cublas", "own"] as const;
+const FACTOR_DTYPE_NAMES = ["fp32", "bf16", "fp16"] as const;
+const PREFILL_COMP_NAMES = ["cpu", "gpu"] as const;
 
-/** `sizeof(hci_gpu_params)`. */
-export const GPU_PARAMS_SIZE = 56;
+/** `sizeof(hci_gpu_params)` (GPU ABI version 2). */
+export const GPU_PARAMS_SIZE = 80;
+/** `sizeof(hci_gpu_synth_params)` (GPU ABI version 2). */
+export const GPU_SYNTH_PARAMS_SIZE = 24;
 
 /** Encodes an `hci_gpu_params` from the library's defaults and `o`. */
 export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array<ArrayBuffer> {
@@ -332,7 +390,7 @@ export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array
   setI(12, pick(DTYPES, o.kvDtype, "kvDtype"), "kvDtype");
   setI(16, o.maxBatch, "maxBatch");
   setI(20, o.nCtx, "nCtx");
-  setI(24, o.compensation === undefined ? undefined : o.compensation ? 1 : 0, "compensation");
+  setI(24, pick(PLACEMENTS, o.placement, "placement"), "placement");
   setI(28, o.offload === undefined ? undefined : o.offload ? 1 : 0, "offload");
   setI(32, o.useGraphs === undefined ? undefined : o.useGraphs ? 1 : 0, "useGraphs");
   setI(36, pick(GEMMS, o.gemm, "gemm"), "gemm");
@@ -343,7 +401,111 @@ export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array
     v.setBigInt64(40, BigInt(o.memoryBudget), true);
   }
   setI(48, o.prefillChunk, "prefillChunk");
+  setI(52, o.cpuThreads, "cpuThreads");
+  setI(56, o.cpuFirstCore, "cpuFirstCore");
+  setI(60, pick(FACTOR_DTYPES, o.factorDtype, "factorDtype"), "factorDtype");
+  setI(64, pick(PREFILL_COMPS, o.prefillComp, "prefillComp"), "prefillComp");
+  setI(68, o.rankController === undefined ? undefined : o.rankController ? 1 : 0, "rankController");
   return bytes;
+}
+
+/** Every field of an `hci_gpu_params`, as {@linkcode GpuOptions} names them. */
+export type GpuParams = Required<GpuOptions>;
+
+function nameOf<T extends string>(names: readonly T[], value: number, what: string): T {
+  const name = names[value];
+  if (name === undefined) throw new RangeError(`hci_gpu_params: ${what} ${value} is unknown`);
+  return name;
+}
+
+/**
+ * Decodes an `hci_gpu_params` (the inverse of {@linkcode encodeGpuParams}), e.g. the library's
+ * defaults from {@linkcode defaultGpuParams}.
+ *
+ * @throws RangeError for an enum value these bindings do not know
+ */
+export function decodeGpuParams(bytes: Uint8Array): GpuParams {
+  if (bytes.byteLength < GPU_PARAMS_SIZE) {
+    throw new RangeError(`hci_gpu_params: ${bytes.byteLength} bytes, need ${GPU_PARAMS_SIZE}`);
+  }
+  const v = dv(bytes);
+  const i = (o: number) => v.getInt32(o, true);
+  return {
+    device: i(0),
+    weights: nameOf(WEIGHTS_NAMES, i(4), "weights"),
+    dtype: nameOf(["fp16", "bf16"] as const, i(8), "dtype"),
+    kvDtype: nameOf(["fp16", "fp32"] as const, i(12) === 2 ? 1 : i(12) === 0 ? 0 : -1, "kv_dtype"),
+    maxBatch: i(16),
+    nCtx: i(20),
+    placement: nameOf(GPU_PLACEMENTS, i(24), "placement"),
+    offload: i(28) !== 0,
+    useGraphs: i(32) !== 0,
+    gemm: nameOf(GEMM_NAMES, i(36), "gemm"),
+    memoryBudget: Number(v.getBigInt64(40, true)),
+    prefillChunk: i(48),
+    cpuThreads: i(52),
+    cpuFirstCore: i(56),
+    factorDtype: nameOf(FACTOR_DTYPE_NAMES, i(60), "factor_dtype"),
+    prefillComp: nameOf(PREFILL_COMP_NAMES, i(64), "prefill_comp"),
+    rankController: i(68) !== 0,
+  };
+}
+
+/**
+ * The library's `hci_gpu_default_params()`, decoded (a library built without CUDA has them too).
+ *
+ * @throws Error when the library has no usable GPU entry points
+ */
+export function defaultGpuParams(): GpuParams {
+  return decodeGpuParams(gpuSym().hci_gpu_default_params());
+}
+
+/** The fields of `hci_gpu_synth_params` that {@linkcode SyntheticOptions} sets. */
+export type SynthParams = Required<Pick<SyntheticOptions, "seed" | "bits" | "groupSize" | "rank">>;
+
+/** Encodes an `hci_gpu_synth_params` from the library's defaults and `o`. */
+export function encodeSynthParams(
+  defaults: Uint8Array,
+  o: SyntheticOptions,
+): Uint8Array<ArrayBuffer> {
+  const bytes = allocBytes(GPU_SYNTH_PARAMS_SIZE);
+  bytes.set(defaults.subarray(0, GPU_SYNTH_PARAMS_SIZE));
+  const v = dv(bytes);
+  if (o.seed !== undefined) {
+    if (!Number.isSafeInteger(o.seed) || o.seed < 0) {
+      throw new RangeError(`seed must be a non-negative integer, got ${o.seed}`);
+    }
+    v.setBigUint64(0, BigInt(o.seed), true);
+  }
+  const setI = (off: number, value: number | undefined, name: string) => {
+    if (value === undefined) return;
+    if (!Number.isInteger(value)) throw new RangeError(`${name} must be an integer, got ${value}`);
+    v.setInt32(off, value, true);
+  };
+  setI(8, o.bits, "bits");
+  setI(12, o.groupSize, "groupSize");
+  setI(16, o.rank, "rank");
+  return bytes;
+}
+
+/** Decodes an `hci_gpu_synth_params`. */
+export function decodeSynthParams(bytes: Uint8Array): SynthParams {
+  const v = dv(bytes);
+  return {
+    seed: Number(v.getBigUint64(0, true)),
+    bits: v.getInt32(8, true),
+    groupSize: v.getInt32(12, true),
+    rank: v.getInt32(16, true),
+  };
+}
+
+/**
+ * The library's `hci_gpu_synth_default_params()`, decoded.
+ *
+ * @throws Error when the library has no usable GPU entry points
+ */
+export function defaultSynthParams(): SynthParams {
+  return decodeSynthParams(gpuSym().hci_gpu_synth_default_params());
 }
 
 /** `hci_gpu_model_info`: shapes, formats, placement and memory of a GPU model. */
@@ -501,6 +663,83 @@ export function decodeBenchResult(bytes: Uint8Array): BenchResult {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Heterogeneous compensation statistics
+
+/**
+ * `hci_gpu_comp_stats`: what the CPU compensation did since the last reset. The sums cover
+ * decode steps only (prefill rows separately); {@linkcode GpuModel.benchDecode} resets them after
+ * its warm-up, so figures read after it cover the timed repeats. All zero but `placement` for
+ * the `"none"` and `"gpu"` placements.
+ */
+export interface CompStats {
+  /** Placement in force (`placement <n>` for a value these bindings do not know). */
+  placement: GpuPlacement | `placement ${number}`;
+  /** Compensation points per forward pass (CPU placements: n_layers × 4). */
+  nPoints: number;
+  /** Worker threads computing corrections. */
+  cpuThreads: number;
+  /** The run-time controller chooses the ranks. */
+  rankController: boolean;
+  /** Decode steps served by the CPU. */
+  steps: number;
+  /** CPU time computing corrections (x received to correction published), summed, ms. */
+  cpuBusyMs: number;
+  /** Time the GPU waited for corrections (GPU global timer), summed, ms. */
+  gpuWaitMs: number;
+  /** Activation bytes handed to the CPU, summed. */
+  bytesToHost: number;
+  /** Correction bytes read back by the GPU, summed. */
+  bytesToDevice: number;
+  /** Factor bytes the CPU read at the ranks used, summed. */
+  factorBytesRead: number;
+  /** Factor bytes held in host memory. */
+  factorBytesHost: number;
+  /** Mean over steps of (Σ ranks used / Σ full ranks). */
+  rankFraction: number;
+  /** Prefill rows served by the CPU. */
+  prefillRows: number;
+  /** CPU time on them, ms. */
+  prefillCpuMs: number;
+}
+
+/** `sizeof(hci_gpu_comp_stats)`. */
+export const GPU_COMP_STATS_SIZE = 96;
+
+/** Decodes an `hci_gpu_comp_stats`. */
+export function decodeCompStats(bytes: Uint8Array): CompStats {
+  const v = dv(bytes);
+  const i = (o: number) => v.getInt32(o, true);
+  const l = (o: number) => Number(v.getBigInt64(o, true));
+  const f = (o: number) => v.getFloat64(o, true);
+  return {
+    placement: GPU_PLACEMENTS[i(0)] ?? `placement ${i(0)}`,
+    nPoints: i(4),
+    cpuThreads: i(8),
+    rankController: i(12) !== 0,
+    steps: l(16),
+    cpuBusyMs: f(24),
+    gpuWaitMs: f(32),
+    bytesToHost: l(40),
+    bytesToDevice: l(48),
+    factorBytesRead: l(56),
+    factorBytesHost: l(64),
+    rankFraction: f(72),
+    prefillRows: l(80),
+    prefillCpuMs: f(88),
+  };
+}
+
+/** Ranks per linear (`layer * 7 + kind`), from {@linkcode GpuModel.compRanks}. */
+export interface CompRanks {
+  /** The ranks held (0 where a linear has no compensation). */
+  full: Int32Array<ArrayBuffer>;
+  /** Those the last decode step used. */
+  last: Int32Array<ArrayBuffer>;
+  /** Their mean over the decode steps since the last reset. */
+  mean: Float64Array<ArrayBuffer>;
+}
+
+// ---------------------------------------------------------------------------------------------
 // GpuModel
 
 interface NativeGpu {
@@ -585,12 +824,7 @@ export class GpuModel implements Disposable {
   static async synthetic(name: string, options: SyntheticOptions = {}): Promise<GpuModel> {
     const s = gpuSym();
     const params = encodeGpuParams(s.hci_gpu_default_params(), options);
-    const synth = allocBytes(16);
-    synth.set(s.hci_gpu_synth_default_params().subarray(0, 16));
-    const v = dv(synth);
-    if (options.seed !== undefined) v.setBigUint64(0, BigInt(options.seed), true);
-    if (options.bits !== undefined) v.setInt32(8, options.bits, true);
-    if (options.groupSize !== undefined) v.setInt32(12, options.groupSize, true);
+    const synth = encodeSynthParams(s.hci_gpu_synth_default_params(), options);
     const nameBytes = cStringBytes(name);
     const out = allocBytes(8);
     const err = errorBuffer();
@@ -769,6 +1003,59 @@ export class GpuModel implements Disposable {
       check(status, err);
       return decodeBenchResult(out);
     });
+  }
+
+  /**
+   * What the CPU compensation did since the last reset ({@linkcode CompStats}); all zero but
+   * `placement` for the `"none"` and `"gpu"` placements.
+   */
+  compStats(): CompStats {
+    const out = allocBytes(GPU_COMP_STATS_SIZE);
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_get_comp_stats(this.#ptr(), out, err, ERR_LEN_ARG), err);
+    return decodeCompStats(out);
+  }
+
+  /** Zeroes the sums of {@linkcode compStats} and the means of {@linkcode compRanks}. */
+  resetCompStats(): void {
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_reset_comp_stats(this.#ptr(), err, ERR_LEN_ARG), err);
+  }
+
+  /**
+   * Ranks per linear (`layer * 7 + kind`, `nLayers * 7` of them): held, used by the last decode
+   * step, and their mean over the decode steps since the last reset. For the `"gpu"` placement
+   * all three are the ranks on the device.
+   *
+   * @throws HciError when the library refuses (the `"none"` placement holds no ranks)
+   */
+  compRanks(): CompRanks {
+    const ptr = this.#ptr();
+    const n = this.info.nLayers * 7;
+    const full = new Int32Array(new ArrayBuffer(n * 4));
+    const last = new Int32Array(new ArrayBuffer(n * 4));
+    const mean = new Float64Array(new ArrayBuffer(n * 8));
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_get_comp_ranks(ptr, full, last, mean, n, err, ERR_LEN_ARG), err);
+    return { full, last, mean };
+  }
+
+  /**
+   * Fixes the ranks the CPU uses, one per linear (`layer * 7 + kind`), each in 0..its held rank;
+   * turns the rank controller off. CPU placements only.
+   *
+   * @throws RangeError when `ranks` does not have `nLayers * 7` entries; HciError when the
+   *   library refuses (a rank out of range, a placement other than the CPU ones)
+   */
+  setCompRanks(ranks: Int32Array | readonly number[]): void {
+    const ptr = this.#ptr();
+    const n = this.info.nLayers * 7;
+    if (ranks.length !== n) {
+      throw new RangeError(`setCompRanks: expected ${n} ranks (nLayers × 7), got ${ranks.length}`);
+    }
+    const data = int32Copy(ranks);
+    const err = errorBuffer();
+    check(gpuSym().hci_gpu_set_comp_ranks(ptr, data, n, err, ERR_LEN_ARG), err);
   }
 
   /** Releases the GPU model (now, or when the call in flight finishes); idempotent. */

@@ -1,5 +1,5 @@
 /**
- * The `Deno.dlopen` symbol table of `runtime/include/hcinfer_gpu.h` (GPU ABI version 1), opened
+ * The `Deno.dlopen` symbol table of `runtime/include/hcinfer_gpu.h` (GPU ABI version 2), opened
  * from the same libhcinfer as {@linkcode symbols} (a library built without CUDA exports the same
  * functions as stubs that report "built without CUDA").
  *
@@ -9,8 +9,13 @@
  * @module
  */
 
-/** Field types of `hci_gpu_params` (returned by value). */
-const GPU_PARAMS = {
+/**
+ * Field types of `hci_gpu_params` (returned by value, 80 bytes): device, weights, dtype, kv_dtype,
+ * max_batch, n_ctx, placement, offload, use_graphs, gemm, memory_budget (i64 at 40),
+ * prefill_chunk, cpu_threads, cpu_first_core, factor_dtype, prefill_comp, rank_controller,
+ * reserved (76 bytes of fields, padded to the i64's alignment).
+ */
+export const GPU_PARAMS = {
   struct: [
     "i32",
     "i32",
@@ -25,12 +30,18 @@ const GPU_PARAMS = {
     "i64",
     "i32",
     "i32",
+    "i32",
+    "i32",
+    "i32",
+    "i32",
+    "i32",
   ],
 } as const;
-/** Field types of `hci_gpu_synth_params` (returned by value). */
-const SYNTH_PARAMS = { struct: ["u64", "i32", "i32"] } as const;
+/** Field types of `hci_gpu_synth_params` (returned by value, 24 bytes): seed, bits, group_size,
+ * rank, reserved. */
+export const SYNTH_PARAMS = { struct: ["u64", "i32", "i32", "i32", "i32"] } as const;
 /** Field types of `hci_gpu_bench_params` (returned by value). */
-const BENCH_PARAMS = { struct: ["i32", "i32", "i32", "i32", "i32", "i32", "u64"] } as const;
+export const BENCH_PARAMS = { struct: ["i32", "i32", "i32", "i32", "i32", "i32", "u64"] } as const;
 
 /** The GPU symbol table passed to `Deno.dlopen`. */
 export const gpuSymbols = {
@@ -104,6 +115,22 @@ export const gpuSymbols = {
     parameters: ["pointer", "buffer", "buffer", "buffer", "usize"],
     result: "i32",
     nonblocking: true,
+  },
+  // Heterogeneous compensation: cheap reads and writes of host-side state (blocking, like
+  // hci_gpu_model_get_info; GpuModel refuses them while one of its calls is in flight).
+  // (model, out hci_gpu_comp_stats*, err, err_len)
+  hci_gpu_get_comp_stats: { parameters: ["pointer", "buffer", "buffer", "usize"], result: "i32" },
+  // (model, err, err_len)
+  hci_gpu_reset_comp_stats: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  // (model, int32* full, int32* last, double* mean, n, err, err_len); any array may be NULL
+  hci_gpu_get_comp_ranks: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "i32", "buffer", "usize"],
+    result: "i32",
+  },
+  // (model, const int32* ranks, n, err, err_len)
+  hci_gpu_set_comp_ranks: {
+    parameters: ["pointer", "buffer", "i32", "buffer", "usize"],
+    result: "i32",
   },
 } as const satisfies Deno.ForeignLibraryInterface;
 

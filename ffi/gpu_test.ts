@@ -1,14 +1,26 @@
 import assert from "node:assert/strict";
-import { pseudoTokens, TINY_DIR } from "./_test_utils.ts";
+import { pseudoTokens, smallModelDir, TINY_DIR } from "./_test_utils.ts";
 import {
+  decodeCompStats,
   decodeGpuModelInfo,
+  decodeGpuParams,
+  decodeSynthParams,
+  defaultGpuParams,
+  defaultSynthParams,
   deviceInfo,
   encodeGpuParams,
+  encodeSynthParams,
+  GPU_COMP_STATS_SIZE,
   GPU_PARAMS_SIZE,
+  GPU_PLACEMENTS,
+  GPU_SYNTH_PARAMS_SIZE,
   GpuModel,
+  type GpuParams,
+  type GpuPlacement,
   gpuUnavailableReason,
   measureBandwidth,
 } from "./gpu.ts";
+import { BENCH_PARAMS, GPU_PARAMS, SYNTH_PARAMS } from "./gpu_symbols.ts";
 import { library } from "./library.ts";
 import { Model } from "./model.ts";
 import { HciError } from "./errors.ts";
@@ -21,22 +33,6 @@ const reason = gpuUnavailableReason();
 if (reason !== null) console.log(`GPU tests skipped: ${reason}`);
 const noGpu = reason !== null;
 
-/** The `small` checkpoint: $HCINFER_SMALL_MODEL, else the shared tree's copy (if present). */
-function smallDir(): string | null {
-  const candidates = [
-    Deno.env.get("HCINFER_SMALL_MODEL"),
-    new URL("../.device/gpu/models/small", import.meta.url).pathname,
-    new URL("../../shared/models/small", import.meta.url).pathname,
-  ];
-  for (const c of candidates) {
-    if (!c) continue;
-    try {
-      if (Deno.statSync(`${c}/config.json`).isFile) return c;
-    } catch { /* next */ }
-  }
-  return null;
-}
-
 Deno.test("deviceInfo never throws and explains an unavailable GPU", () => {
   const info = deviceInfo();
   assert.equal(typeof info.available, "boolean");
@@ -44,28 +40,198 @@ Deno.test("deviceInfo never throws and explains an unavailable GPU", () => {
   else assert.ok(info.name.length > 0 && info.smCount > 0 && info.totalMemory > 0);
 });
 
-Deno.test("encodeGpuParams: defaults, options and validation", () => {
+/**
+ * Byte size and field offsets of a `Deno.dlopen` struct type under the C layout rules (each field
+ * aligned to its size, the total padded to the largest alignment).
+ */
+function cLayout(fields: readonly string[]): { size: number; offsets: number[] } {
+  const sizes: Record<string, number> = { i32: 4, u32: 4, i64: 8, u64: 8, f64: 8, f32: 4 };
+  let off = 0;
+  let align = 1;
+  const offsets = fields.map((f) => {
+    const n = sizes[f];
+    align = Math.max(align, n);
+    off = Math.ceil(off / n) * n;
+    const at = off;
+    off += n;
+    return at;
+  });
+  return { size: Math.ceil(off / align) * align, offsets };
+}
+
+Deno.test("the symbol table's by-value structs have the sizes the encoders write (ABI 2)", () => {
+  const params = cLayout(GPU_PARAMS.struct);
+  assert.equal(params.size, GPU_PARAMS_SIZE);
+  assert.equal(GPU_PARAMS_SIZE, 80);
+  // memory_budget, prefill_chunk, cpu_threads, ..., reserved
+  assert.deepEqual(params.offsets.slice(10), [40, 48, 52, 56, 60, 64, 68, 72]);
+  const synth = cLayout(SYNTH_PARAMS.struct);
+  assert.equal(synth.size, GPU_SYNTH_PARAMS_SIZE);
+  assert.equal(GPU_SYNTH_PARAMS_SIZE, 24);
+  assert.deepEqual(synth.offsets, [0, 8, 12, 16, 20]);
+  assert.equal(cLayout(BENCH_PARAMS.struct).size, 32);
+});
+
+Deno.test("encodeGpuParams: defaults kept, every option at its ABI-2 offset, validation", () => {
+  // distinct defaults in every int32 slot, so a field written at the wrong offset shows
   const defaults = new Uint8Array(GPU_PARAMS_SIZE);
+  const dvd = new DataView(defaults.buffer);
+  for (let o = 0; o < GPU_PARAMS_SIZE; o += 4) dvd.setInt32(o, 1000 + o, true);
+  assert.deepEqual(encodeGpuParams(defaults, {}), defaults);
+
   const p = encodeGpuParams(defaults, {
+    device: 1,
     weights: "packed",
     dtype: "bf16",
     kvDtype: "fp32",
     maxBatch: 4,
-    memoryBudget: 8 * 2 ** 30,
-    gemm: "own",
+    nCtx: 640,
+    placement: "cpu-async",
     offload: false,
+    useGraphs: false,
+    gemm: "own",
+    memoryBudget: 8 * 2 ** 30,
+    prefillChunk: 256,
+    cpuThreads: 6,
+    cpuFirstCore: -1,
+    factorDtype: "fp16",
+    prefillComp: "gpu",
+    rankController: true,
   });
+  assert.equal(p.byteLength, 80);
   const v = new DataView(p.buffer);
-  assert.equal(v.getInt32(4, true), 1);
-  assert.equal(v.getInt32(8, true), 1);
-  assert.equal(v.getInt32(12, true), 2);
-  assert.equal(v.getInt32(16, true), 4);
-  assert.equal(v.getInt32(28, true), 0);
-  assert.equal(v.getInt32(36, true), 2);
+  const ints = [0, 4, 8, 12, 16, 20, 24, 28, 32, 36].map((o) => v.getInt32(o, true));
+  assert.deepEqual(ints, [1, 1, 1, 2, 4, 640, 3, 0, 0, 2]);
   assert.equal(v.getBigInt64(40, true), BigInt(8 * 2 ** 30));
+  const tail = [48, 52, 56, 60, 64, 68].map((o) => v.getInt32(o, true));
+  assert.deepEqual(tail, [256, 6, -1, 2, 1, 1]);
+  assert.equal(v.getInt32(72, true), 1072, "reserved keeps the library's value");
+  assert.equal(v.getInt32(76, true), 1076, "padding untouched");
+
+  const zeros = new Uint8Array(GPU_PARAMS_SIZE);
+  const placementAt = (placement: GpuPlacement) =>
+    new DataView(encodeGpuParams(zeros, { placement }).buffer).getInt32(24, true);
+  assert.deepEqual(GPU_PLACEMENTS.map(placementAt), [0, 1, 2, 3]);
+  const factorAt = (factorDtype: "fp32" | "bf16" | "fp16") =>
+    new DataView(encodeGpuParams(zeros, { factorDtype }).buffer).getInt32(60, true);
+  assert.deepEqual([factorAt("fp32"), factorAt("bf16"), factorAt("fp16")], [0, 1, 2]);
+
   // deno-lint-ignore no-explicit-any
-  assert.throws(() => encodeGpuParams(defaults, { dtype: "fp8" as any }), /dtype: expected/);
-  assert.throws(() => encodeGpuParams(defaults, { memoryBudget: -1 }), /memoryBudget/);
+  const bad = (o: any) => () => encodeGpuParams(defaults, o);
+  assert.throws(bad({ dtype: "fp8" }), /dtype: expected/);
+  assert.throws(bad({ memoryBudget: -1 }), /memoryBudget/);
+  assert.throws(
+    bad({ placement: "cpu" }),
+    /placement: expected one of none, gpu, cpu-sync, cpu-async, got cpu/,
+  );
+  assert.throws(bad({ factorDtype: "int8" }), /factorDtype: expected one of fp32, bf16, fp16/);
+  assert.throws(bad({ prefillComp: "both" }), /prefillComp: expected one of cpu, gpu/);
+  assert.throws(bad({ cpuThreads: 1.5 }), /cpuThreads must be an integer/);
+  // the old boolean is gone: the type system refuses it, and it has no effect on the bytes
+  assert.deepEqual(bad({ compensation: true })(), defaults);
+});
+
+Deno.test("decodeGpuParams inverts encodeGpuParams", () => {
+  const all: GpuParams = {
+    device: 0,
+    weights: "original",
+    dtype: "fp16",
+    kvDtype: "fp16",
+    maxBatch: 16,
+    nCtx: 0,
+    placement: "cpu-sync",
+    offload: true,
+    useGraphs: true,
+    gemm: "cublas",
+    memoryBudget: 3 * 2 ** 30 + 7,
+    prefillChunk: 512,
+    cpuThreads: 0,
+    cpuFirstCore: 2,
+    factorDtype: "bf16",
+    prefillComp: "cpu",
+    rankController: false,
+  };
+  assert.deepEqual(decodeGpuParams(encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all)), all);
+  const odd = encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all);
+  new DataView(odd.buffer).setInt32(24, 9, true);
+  assert.throws(() => decodeGpuParams(odd), /placement 9 is unknown/);
+});
+
+Deno.test("encodeSynthParams / decodeSynthParams: the 24-byte ABI-2 layout", () => {
+  const defaults = new Uint8Array(GPU_SYNTH_PARAMS_SIZE);
+  const dvd = new DataView(defaults.buffer);
+  dvd.setInt32(12, 128, true);
+  dvd.setInt32(20, 77, true); // reserved: kept as the library gave it
+  const b = encodeSynthParams(defaults, { seed: 2 ** 40 + 5, bits: 3, rank: 64 });
+  assert.equal(b.byteLength, 24);
+  const v = new DataView(b.buffer);
+  assert.equal(v.getBigUint64(0, true), BigInt(2 ** 40 + 5));
+  assert.equal(v.getInt32(8, true), 3);
+  assert.equal(v.getInt32(12, true), 128);
+  assert.equal(v.getInt32(16, true), 64);
+  assert.equal(v.getInt32(20, true), 77);
+  assert.deepEqual(decodeSynthParams(b), { seed: 2 ** 40 + 5, bits: 3, groupSize: 128, rank: 64 });
+  assert.throws(() => encodeSynthParams(defaults, { rank: 0.5 }), /rank must be an integer/);
+  assert.throws(() => encodeSynthParams(defaults, { seed: -1 }), /seed must be/);
+});
+
+Deno.test("decodeCompStats reads the documented offsets (96 bytes)", () => {
+  assert.equal(GPU_COMP_STATS_SIZE, 96);
+  const b = new Uint8Array(GPU_COMP_STATS_SIZE);
+  const v = new DataView(b.buffer);
+  v.setInt32(0, 3, true);
+  v.setInt32(4, 128, true);
+  v.setInt32(8, 14, true);
+  v.setInt32(12, 1, true);
+  v.setBigInt64(16, 192n, true);
+  v.setFloat64(24, 812.5, true);
+  v.setFloat64(32, 13.25, true);
+  v.setBigInt64(40, 5_000_000_001n, true);
+  v.setBigInt64(48, 6_000_000_002n, true);
+  v.setBigInt64(56, 123_456_789_012n, true);
+  v.setBigInt64(64, 640_000_000n, true);
+  v.setFloat64(72, 0.625, true);
+  v.setBigInt64(80, 384n, true);
+  v.setFloat64(88, 41.5, true);
+  assert.deepEqual(decodeCompStats(b), {
+    placement: "cpu-async",
+    nPoints: 128,
+    cpuThreads: 14,
+    rankController: true,
+    steps: 192,
+    cpuBusyMs: 812.5,
+    gpuWaitMs: 13.25,
+    bytesToHost: 5_000_000_001,
+    bytesToDevice: 6_000_000_002,
+    factorBytesRead: 123_456_789_012,
+    factorBytesHost: 640_000_000,
+    rankFraction: 0.625,
+    prefillRows: 384,
+    prefillCpuMs: 41.5,
+  });
+  v.setInt32(0, 1, true);
+  assert.equal(decodeCompStats(b).placement, "gpu");
+  v.setInt32(0, 7, true);
+  assert.equal(decodeCompStats(b).placement, "placement 7");
+});
+
+Deno.test("the library's GPU defaults are those hcinfer_gpu.h documents (also without CUDA)", () => {
+  // needs a libhcinfer with the ABI-2 GPU entry points (a build without CUDA exports them too)
+  const p = defaultGpuParams();
+  assert.equal(p.placement, "none");
+  assert.equal(p.weights, "current");
+  assert.equal(p.dtype, "fp16");
+  assert.equal(p.kvDtype, "fp16");
+  assert.equal(p.maxBatch, 1);
+  assert.equal(p.offload, true);
+  assert.equal(p.useGraphs, true);
+  assert.equal(p.memoryBudget, 0);
+  assert.equal(p.cpuThreads, 0);
+  assert.equal(p.cpuFirstCore, 2);
+  assert.equal(p.factorDtype, "bf16");
+  assert.equal(p.prefillComp, "cpu");
+  assert.equal(p.rankController, false);
+  assert.deepEqual(defaultSynthParams(), { seed: 0, bits: 0, groupSize: 128, rank: 0 });
 });
 
 Deno.test("decodeGpuModelInfo reads the documented offsets", () => {
@@ -138,7 +304,7 @@ Deno.test({
   },
 });
 
-const small = smallDir();
+const small = smallModelDir();
 Deno.test({
   name: "small: GPU fp16 perplexity equals the CPU figure within 1e-3",
   ignore: noGpu || small === null,

@@ -54,9 +54,11 @@ if(HCI_GPU_ENABLED)
     src/gpu/pack.cpp
     src/gpu/device.cpp
     src/gpu/engine.cpp
+    src/gpu/engine_hetero.cpp
     src/gpu/gemv.cu
     src/gpu/gemm.cu
     src/gpu/kernels.cu
+    src/gpu/comp_kernels.cu
   )
   string(REPLACE ";" " " HCI_ARCH_LIST "${CMAKE_CUDA_ARCHITECTURES}")
   target_include_directories(hcinfer_gpu PUBLIC include src src/gpu ${HCI_CUBLAS_INCLUDES})

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HCI_GPU_ABI_VERSION 1
+#define HCI_GPU_ABI_VERSION 2
 
 typedef struct hci_gpu_model hci_gpu_model;  // weights, KV cache and buffers on one GPU
 
@@ -62,6 +62,36 @@ typedef enum hci_gpu_gemm {
   HCI_GPU_GEMM_CUBLAS = 1,  // cuBLAS (HCI_ERR_UNSUPPORTED when built without it)
   HCI_GPU_GEMM_OWN = 2,     // the library's own tensor-core (WMMA) kernel
 } hci_gpu_gemm;
+
+// Where the low-rank compensation y += B_r (A_r x) of the quantized linears runs
+// (hci_gpu_params.placement). The CPU placements keep the factors in host memory only; the CPU
+// computes each compensation point's correction (the linears sharing one input: q/k/v, o,
+// gate/up, down of a block) from the activations the GPU hands it through mapped pinned host
+// memory, and the GPU adds it to the point's output. Protocol: runtime/src/hetero/handoff.h.
+typedef enum hci_gpu_placement {
+  HCI_GPU_PLACE_NONE = 0,       // backbone only (no compensation)
+  HCI_GPU_PLACE_GPU = 1,        // factors in device memory (model dtype), products on the GPU
+  HCI_GPU_PLACE_CPU_SYNC = 2,   // the GPU hands x over and waits for the correction before its
+                                // own product of the point (no overlap: the baseline)
+  HCI_GPU_PLACE_CPU_ASYNC = 3,  // the GPU runs the point's backbone product while the CPU computes
+                                // the correction, and waits only when it needs it
+} hci_gpu_placement;
+
+// Compensation during prefill (more than 16 rows) for the CPU placements
+// (hci_gpu_params.prefill_comp).
+typedef enum hci_gpu_prefill_comp {
+  HCI_GPU_PREFILL_COMP_CPU = 0,  // the CPU computes it (a GEMM over the chunk's rows) through the
+                                 // same hand-off as decode (default)
+  HCI_GPU_PREFILL_COMP_GPU = 1,  // a device copy of the factors (charged to the memory budget)
+                                 // is used for prefill; decode still uses the CPU
+} hci_gpu_prefill_comp;
+
+// Storage of the host factors (hci_gpu_params.factor_dtype).
+typedef enum hci_gpu_factor_dtype {
+  HCI_GPU_FACTOR_F32 = 0,
+  HCI_GPU_FACTOR_BF16 = 1,  // default
+  HCI_GPU_FACTOR_F16 = 2,
+} hci_gpu_factor_dtype;
 
 // ---------------------------------------------------------------------------------------------
 // Device
@@ -119,8 +149,9 @@ typedef struct hci_gpu_params {
   int32_t kv_dtype;       // hci_gpu_dtype of the KV cache: F16 (default) or F32
   int32_t max_batch;      // sequences held (decoded together), 1..16 (default 1)
   int32_t n_ctx;          // KV capacity per sequence in tokens; 0 = min(max_positions, 4096)
-  int32_t compensation;   // 1 = add each quantized linear's active low-rank factors on the GPU
-                          // (y += B_r (A_r x), fp16 factors); 0 = backbone only (default)
+  int32_t placement;      // hci_gpu_placement of each quantized linear's low-rank compensation
+                          // (its active rank from an hci_model, or hci_gpu_synth_params.rank);
+                          // default NONE
   int32_t offload;        // 1 = when the weights do not fit memory_budget, keep the blocks that do
                           // not fit in pinned host memory and stream each one in before use
                           // (double-buffered, own copy stream; default 1); 0 = fail instead
@@ -131,6 +162,16 @@ typedef struct hci_gpu_params {
                           // (weights, KV cache, activations, scratch, cuBLAS workspace), enforced
                           // by the library's allocator; 0 = none (the device's free memory)
   int32_t prefill_chunk;  // rows per forward step (activation buffers); 0 = 512
+  int32_t cpu_threads;    // CPU placements: compensation worker threads, the serving thread
+                          // included; 0 = the cores from cpu_first_core on (at most 32)
+  int32_t cpu_first_core; // CPU placements: workers pinned to cores cpu_first_core ..
+                          // cpu_first_core + cpu_threads - 1 (default 2: cores 0 and 1 are left
+                          // to the thread feeding the GPU and the driver); -1 = no pinning
+  int32_t factor_dtype;   // CPU placements: hci_gpu_factor_dtype of the host factors (default BF16)
+  int32_t prefill_comp;   // CPU placements: hci_gpu_prefill_comp (default CPU)
+  int32_t rank_controller;// CPU_ASYNC: 1 = the run-time rank controller picks each point's rank
+                          // prefix every decode step so the CPU stays off the critical path
+                          // (default 0: the full ranks every step)
   int32_t reserved;       // must be 0
 } hci_gpu_params;
 
@@ -149,9 +190,12 @@ typedef struct hci_gpu_synth_params {
   uint64_t seed;       // weights are a function of (seed, tensor, index): same seed, same model
   int32_t bits;        // 0 = float weights of hci_gpu_params.dtype; 2, 3, 4 or 8 = packed codes
   int32_t group_size;  // packed: 32, 64 or 128 input columns per group, -1 = one group per row
+  int32_t rank;        // rank of every linear's synthetic compensation factors (seeded random,
+                       // used when hci_gpu_params.placement is not NONE); 0 = none
+  int32_t reserved;    // must be 0
 } hci_gpu_synth_params;
 
-HCI_API hci_gpu_synth_params hci_gpu_synth_default_params(void);  // {0, 0, 128}
+HCI_API hci_gpu_synth_params hci_gpu_synth_default_params(void);  // {0, 0, 128, 0, 0}
 
 // A model with the exact shapes of a public checkpoint and seeded random weights generated on the
 // device (no files, no host copy except for blocks that are offloaded). Names (the "synthetic:"
@@ -274,6 +318,46 @@ typedef struct hci_gpu_bench_result {
 // device, no host round trip per step). Decode time comes from CUDA events around the steps.
 HCI_API hci_status hci_gpu_bench_decode(hci_gpu_model* model, const hci_gpu_bench_params* params,
                                         hci_gpu_bench_result* out, char* err, size_t err_len);
+
+// ---------------------------------------------------------------------------------------------
+// Heterogeneous compensation (CPU placements)
+
+typedef struct hci_gpu_comp_stats {
+  int32_t placement;        // hci_gpu_placement in force
+  int32_t n_points;         // compensation points per forward pass (CPU placements; 0 otherwise)
+  int32_t cpu_threads;      // worker threads computing corrections
+  int32_t rank_controller;  // 1 when the run-time controller chooses the ranks
+  int64_t steps;            // decode steps served by the CPU since the last reset
+  double cpu_busy_ms;       // decode: CPU time computing corrections (serving thread, from x
+                            // received to correction published), summed over steps
+  double gpu_wait_ms;       // decode: time the GPU spent waiting for corrections (measured on
+                            // the GPU with its global timer), summed over steps
+  int64_t bytes_to_host;    // decode: activation bytes the GPU handed to the CPU, summed
+  int64_t bytes_to_device;  // decode: correction bytes the GPU read back, summed
+  int64_t factor_bytes_read;// decode: factor bytes the CPU read at the ranks used, summed
+  int64_t factor_bytes_host;// factor bytes held in host memory
+  double rank_fraction;     // decode: mean over steps of (Σ ranks used / Σ full ranks)
+  int64_t prefill_rows;     // rows of prefill served by the CPU since the last reset
+  double prefill_cpu_ms;    // CPU time on them
+} hci_gpu_comp_stats;
+
+// Fills `out` (all zero but placement for NONE and GPU placements).
+HCI_API hci_status hci_gpu_get_comp_stats(hci_gpu_model* model, hci_gpu_comp_stats* out,
+                                          char* err, size_t err_len);
+// Zeroes the sums of hci_gpu_comp_stats and of hci_gpu_get_comp_ranks' means.
+HCI_API hci_status hci_gpu_reset_comp_stats(hci_gpu_model* model, char* err, size_t err_len);
+
+// Ranks per linear, in hcinfer.h's linear order (layer * 7 + kind), n = n_layers * 7:
+// `full` the ranks held (0 where a linear has no compensation), `last` those of the last decode
+// step, `mean` their mean over decode steps since the last reset (any may be NULL). CPU placements
+// only (GPU placement: full = last = mean = the ranks on the device).
+HCI_API hci_status hci_gpu_get_comp_ranks(hci_gpu_model* model, int32_t* full, int32_t* last,
+                                          double* mean, int32_t n, char* err, size_t err_len);
+
+// Fixes the ranks the CPU uses (each 0..full; n = n_layers * 7); turns the controller off.
+// CPU placements only.
+HCI_API hci_status hci_gpu_set_comp_ranks(hci_gpu_model* model, const int32_t* ranks, int32_t n,
+                                          char* err, size_t err_len);
 
 #ifdef __cplusplus
 }

@@ -332,7 +332,7 @@ TEST(packed_quantized_matches_cpu_quantized) {
     // -1 = one group per row; -2 = mixed (g128 is per-row for this model's 128-wide inputs)
     CHECK(info.group_size == groups[i] || (groups[i] == 128 && info.group_size == -2));
     hci_gpu_model_free(g);
-    p.compensation = 1;
+    p.placement = HCI_GPU_PLACE_GPU;
     g = gpu(p);
     const double g_active = g ? gpu_nll(g, toks, 64) : 0;
     hci_gpu_model_free(g);
@@ -462,6 +462,128 @@ TEST(synthetic_models_are_deterministic_and_benchmark) {
   hci_gpu_model* g = nullptr;
   hci_status st = hci_gpu_model_synthetic("synthetic:gpt-5", nullptr, nullptr, &g, err, sizeof err);
   CHECK(st == HCI_ERR_INVALID_ARGUMENT && std::strstr(err, "llama-2-7b"));
+}
+
+// CPU placements (the corrections computed by the CPU from activations handed over through
+// mapped host memory) against GPU placement: perplexity (prefill through the CPU GEMM, and with
+// the device factors), decode logits (CUDA graph), statistics, fixed ranks, the controller.
+TEST(cpu_placements_match_gpu_placement) {
+  hci_quant_params q = hci_quant_default_params();
+  q.bits = 4;
+  q.group_size = 64;
+  q.max_rank = 16;
+  OK(hci_model_quantize(fx().model, &q, nullptr, nullptr, err, sizeof err));
+  OK(hci_model_set_uniform_rank(fx().model, 12, err, sizeof err));
+  auto toks = pseudo_tokens(3 * 64, fx().cfg.vocab, 77);
+  const int V = fx().cfg.vocab, L = fx().cfg.layers;
+  auto decode_logits = [&](hci_gpu_model* g) {
+    std::vector<float> lg(static_cast<size_t>(V));
+    OK(hci_gpu_reset(g, -1, err, sizeof err));
+    for (int t = 0; t < 9; ++t) OK(hci_gpu_decode(g, &toks[size_t(t)], 1, lg.data(), err, sizeof err));
+    return lg;
+  };
+  hci_gpu_params p = params();
+  p.weights = HCI_GPU_WEIGHTS_PACKED;
+  p.placement = HCI_GPU_PLACE_NONE;
+  hci_gpu_model* g = gpu(p);
+  const std::vector<float> none = g ? decode_logits(g) : std::vector<float>();
+  hci_gpu_model_free(g);
+  p.placement = HCI_GPU_PLACE_GPU;
+  g = gpu(p);
+  const double ref_nll = g ? gpu_nll(g, toks, 64) : 0;
+  const std::vector<float> ref = g ? decode_logits(g) : std::vector<float>();
+  hci_gpu_model_free(g);
+  std::printf("  gpu placement: nll %.6f; compensation moves decode logits by %.2e\n", ref_nll,
+              rel_l2(none, ref));
+  CHECK(rel_l2(none, ref) > 1e-3);  // the comparison below can tell compensated from not
+  struct Case {
+    int placement, factor, prefill;
+    const char* name;
+  } cases[] = {
+      {HCI_GPU_PLACE_CPU_SYNC, HCI_GPU_FACTOR_F32, HCI_GPU_PREFILL_COMP_CPU, "cpu-sync fp32"},
+      {HCI_GPU_PLACE_CPU_ASYNC, HCI_GPU_FACTOR_F32, HCI_GPU_PREFILL_COMP_CPU, "cpu-async fp32"},
+      {HCI_GPU_PLACE_CPU_ASYNC, HCI_GPU_FACTOR_BF16, HCI_GPU_PREFILL_COMP_CPU, "cpu-async bf16"},
+      {HCI_GPU_PLACE_CPU_ASYNC, HCI_GPU_FACTOR_BF16, HCI_GPU_PREFILL_COMP_GPU,
+       "cpu-async bf16, prefill on the GPU"},
+  };
+  for (const Case& c : cases) {
+    p.placement = c.placement;
+    p.factor_dtype = c.factor;
+    p.prefill_comp = c.prefill;
+    p.cpu_threads = 2;
+    g = gpu(p);
+    if (!g) continue;
+    const double nll = gpu_nll(g, toks, 64);
+    OK(hci_gpu_reset_comp_stats(g, err, sizeof err));
+    const std::vector<float> lg = decode_logits(g);
+    hci_gpu_comp_stats st{};
+    OK(hci_gpu_get_comp_stats(g, &st, err, sizeof err));
+    const double dppl = std::fabs(std::exp(nll - ref_nll) - 1);
+    std::printf("  %s: ppl rel diff %.1e, decode logits rel %.1e; %lld steps, %d points, "
+                "cpu %.3f ms, gpu wait %.3f ms, %lld B to host\n",
+                c.name, dppl, rel_l2(lg, ref), (long long)st.steps, st.n_points, st.cpu_busy_ms,
+                st.gpu_wait_ms, (long long)st.bytes_to_host);
+    CHECK(dppl < 1e-3);
+    // GPU placement rounds factors and A·x to fp16, the CPU keeps A·x in fp32 with fp32 or bf16
+    // factors: the corrections differ by those roundings (bf16: 2^-9 relative), the logits by
+    // that times the corrections' share of them; "within bf16 tolerance" is 2^-8
+    CHECK(rel_l2(lg, ref) < (c.factor == HCI_GPU_FACTOR_F32 ? 1e-3 : 4e-3));
+    CHECK(st.steps == 9 && st.n_points == 4 * L);
+    // per layer: x of q/k/v and of gate/up (d each), of o (heads · head_dim), of down (ff)
+    CHECK(st.bytes_to_host == int64_t(9) * L * (2 * fx().cfg.d + fx().cfg.heads * fx().cfg.hd +
+                                                 fx().cfg.ff) * 4);
+    CHECK(st.prefill_rows == (c.prefill == HCI_GPU_PREFILL_COMP_CPU ? 3 * 64 : 0));
+    if (c.placement == HCI_GPU_PLACE_CPU_SYNC) CHECK(st.gpu_wait_ms > 0);
+    // rank 0 everywhere: the backbone alone
+    std::vector<int32_t> zero(size_t(L) * 7, 0), full(size_t(L) * 7);
+    OK(hci_gpu_get_comp_ranks(g, full.data(), nullptr, nullptr, L * 7, err, sizeof err));
+    CHECK(full[0] == 12 && full[6] == 12);
+    OK(hci_gpu_set_comp_ranks(g, zero.data(), L * 7, err, sizeof err));
+    const std::vector<float> lz = decode_logits(g);
+    std::printf("    ranks 0: vs backbone %.1e\n", rel_l2(lz, none));
+    CHECK(rel_l2(lz, none) < 1e-3);  // unfused gate/up + SiLU: another summation order
+    full[0] = 13;
+    CHECK(hci_gpu_set_comp_ranks(g, full.data(), L * 7, err, sizeof err) ==
+          HCI_ERR_INVALID_ARGUMENT);
+    hci_gpu_model_free(g);
+  }
+  p.placement = HCI_GPU_PLACE_CPU_SYNC;
+  p.rank_controller = 1;
+  CHECK(hci_gpu_model_create(fx().model, &p, &g, err, sizeof err) == HCI_ERR_INVALID_ARGUMENT);
+  CHECK(std::strstr(err, "CPU_ASYNC"));
+  OK(hci_model_set_uniform_rank(fx().model, 8, err, sizeof err));
+}
+
+TEST(rank_controller_runs_on_a_synthetic_model) {
+  hci_gpu_synth_params sp = hci_gpu_synth_default_params();
+  sp.bits = 4;
+  sp.rank = 64;
+  hci_gpu_params p = params();
+  p.placement = HCI_GPU_PLACE_CPU_ASYNC;
+  p.rank_controller = 1;
+  p.cpu_threads = 1;
+  hci_gpu_model* g = nullptr;
+  OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
+  if (!g) return;
+  hci_gpu_bench_params bp = hci_gpu_bench_default_params();
+  bp.prompt_len = 16;
+  bp.new_tokens = 64;
+  bp.repeats = 2;
+  hci_gpu_bench_result r{};
+  OK(hci_gpu_bench_decode(g, &bp, &r, err, sizeof err));
+  hci_gpu_comp_stats st{};
+  OK(hci_gpu_get_comp_stats(g, &st, err, sizeof err));
+  std::vector<int32_t> full(14), last(14);
+  std::vector<double> mean(14);
+  OK(hci_gpu_get_comp_ranks(g, full.data(), last.data(), mean.data(), 14, err, sizeof err));
+  std::printf("  controller, 1 thread: %.0f tok/s, rank fraction %.3f, gpu wait %.3f ms over "
+              "%lld steps, q ranks full %d last %d mean %.1f\n",
+              r.decode_tokens_per_s, st.rank_fraction, st.gpu_wait_ms, (long long)st.steps,
+              full[0], last[0], mean[0]);
+  CHECK(st.steps == 128 && st.rank_controller == 1 && r.graph_used == 1);
+  CHECK(st.rank_fraction > 0 && st.rank_fraction <= 1);
+  CHECK(full[0] == 64 && last[0] >= 0 && last[0] <= 64);
+  hci_gpu_model_free(g);
 }
 
 TEST(bad_arguments) {

@@ -102,7 +102,10 @@ std::unique_ptr<GpuModel> GpuModel::from_model(const Model& m, const hci_gpu_par
   if (p.weights < HCI_GPU_WEIGHTS_CURRENT || p.weights > HCI_GPU_WEIGHTS_ORIGINAL)
     fail(HCI_ERR_INVALID_ARGUMENT, "weights must be CURRENT (0), PACKED (1) or ORIGINAL (2)");
   const bool packed = p.weights == HCI_GPU_WEIGHTS_PACKED;
-  const bool comp = p.compensation != 0 && p.weights != HCI_GPU_WEIGHTS_ORIGINAL;
+  const bool comp = p.placement != HCI_GPU_PLACE_NONE && p.weights != HCI_GPU_WEIGHTS_ORIGINAL;
+  const bool host = p.placement == HCI_GPU_PLACE_CPU_SYNC || p.placement == HCI_GPU_PLACE_CPU_ASYNC;
+  const bool device_factors =
+      p.placement == HCI_GPU_PLACE_GPU || (host && p.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
   std::vector<LinearFormat> formats(size_t(m.n_linears()));
   bool any_quant = false;
   for (int i = 0; i < m.n_linears(); ++i) {
@@ -124,15 +127,19 @@ std::unique_ptr<GpuModel> GpuModel::from_model(const Model& m, const hci_gpu_par
       f.bits = lin.bits;
       f.group = lin.group_size;
     }
-    if (comp && lin.bits && lin.rank > 0) f.rank = lin.rank;
+    if (comp && lin.bits && lin.rank > 0) {
+      if (device_factors) f.rank = lin.rank;
+      if (host) f.host_rank = lin.rank;
+    }
   }
   if (packed && !any_quant)
     fail(HCI_ERR_INVALID_ARGUMENT,
          "PACKED GPU weights need a quantized model (hci_model_quantize first)");
   std::unique_ptr<GpuModel> g(new GpuModel());
   g->init(s, formats, p, packed);
-  g->fill_from_model(m, p.weights, comp);
+  g->fill_from_model(m, p.weights, comp && device_factors);
   HCI_CUDA(cudaDeviceSynchronize());  // uploads on the legacy stream are done before any use
+  if (host) g->setup_host_comp(&m, 0);
   return g;
 }
 
@@ -150,6 +157,14 @@ std::unique_ptr<GpuModel> GpuModel::synthetic(const std::string& name_in,
   const Shape& s = spec->shape;
   if (sp.bits != 0 && sp.bits != 2 && sp.bits != 3 && sp.bits != 4 && sp.bits != 8)
     fail(HCI_ERR_INVALID_ARGUMENT, "synthetic bits must be 0, 2, 3, 4 or 8");
+  if (sp.rank < 0 || sp.reserved != 0)
+    fail(HCI_ERR_INVALID_ARGUMENT, "synthetic rank must be >= 0 (and reserved 0)");
+  if (sp.rank > 0 && sp.bits == 0 && p.placement != HCI_GPU_PLACE_NONE)
+    fail(HCI_ERR_INVALID_ARGUMENT, "synthetic compensation factors need a packed backbone "
+                                   "(bits 2, 3, 4 or 8): they compensate quantization error");
+  const bool host = p.placement == HCI_GPU_PLACE_CPU_SYNC || p.placement == HCI_GPU_PLACE_CPU_ASYNC;
+  const bool device_factors =
+      p.placement == HCI_GPU_PLACE_GPU || (host && p.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
   std::vector<LinearFormat> formats(size_t(s.n_layers) * kKinds);
   if (sp.bits) {
     for (int i = 0; i < int(formats.size()); ++i) {
@@ -159,13 +174,15 @@ std::unique_ptr<GpuModel> GpuModel::synthetic(const std::string& name_in,
       PackedShape ps{d_out, d_in, sp.bits, group};
       const char* why = packed_shape_problem(ps);
       if (*why) fail(HCI_ERR_INVALID_ARGUMENT, std::string("synthetic packed weights: ") + why);
-      formats[size_t(i)] = LinearFormat{sp.bits, group, 0};
+      formats[size_t(i)] = LinearFormat{sp.bits, group, device_factors ? sp.rank : 0,
+                                        host ? sp.rank : 0};
     }
   }
   std::unique_ptr<GpuModel> g(new GpuModel());
   g->init(s, formats, p, sp.bits != 0);
   g->fill_synthetic(sp.seed, sp.bits);
   HCI_CUDA(cudaDeviceSynchronize());
+  if (host && sp.bits && sp.rank > 0) g->setup_host_comp(nullptr, sp.seed);
   return g;
 }
 
@@ -207,6 +224,20 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     profile_ = prof && prof[0] == '1';
   }
   if (p.reserved != 0) fail(HCI_ERR_INVALID_ARGUMENT, "hci_gpu_params.reserved must be 0");
+  if (p.placement < HCI_GPU_PLACE_NONE || p.placement > HCI_GPU_PLACE_CPU_ASYNC)
+    fail(HCI_ERR_INVALID_ARGUMENT,
+         "placement must be NONE (0), GPU (1), CPU_SYNC (2) or CPU_ASYNC (3), not " +
+             std::to_string(p.placement));
+  if (p.factor_dtype < HCI_GPU_FACTOR_F32 || p.factor_dtype > HCI_GPU_FACTOR_F16)
+    fail(HCI_ERR_INVALID_ARGUMENT, "factor_dtype must be F32 (0), BF16 (1) or F16 (2)");
+  if (p.prefill_comp != HCI_GPU_PREFILL_COMP_CPU && p.prefill_comp != HCI_GPU_PREFILL_COMP_GPU)
+    fail(HCI_ERR_INVALID_ARGUMENT, "prefill_comp must be CPU (0) or GPU (1)");
+  if (p.cpu_threads < 0 || p.cpu_threads > 256)
+    fail(HCI_ERR_INVALID_ARGUMENT, "cpu_threads must be 0..256");
+  if (p.rank_controller && p.placement != HCI_GPU_PLACE_CPU_ASYNC)
+    fail(HCI_ERR_INVALID_ARGUMENT, "rank_controller needs placement CPU_ASYNC: only there does "
+                                   "the CPU's work hide under the GPU's");
+  placement_ = p.placement;
   if (p.dtype != HCI_GPU_F16 && p.dtype != HCI_GPU_BF16)
     fail(HCI_ERR_INVALID_ARGUMENT, "dtype must be F16 or BF16");
   if (p.kv_dtype != HCI_GPU_F16 && p.kv_dtype != HCI_GPU_F32)
@@ -318,6 +349,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
             c.a_off = take(int64_t(c.rank_pad) * d_in * T);
             c.b_off = take(int64_t(d_out) * c.rank_pad * T);
             max_rank_pad_ = std::max(max_rank_pad_, c.rank_pad);
+            gpu_comp_bytes_ += int64_t(c.rank_pad) * (d_in + d_out) * T;
             any_comp_ = true;
             op.comps.push_back(c);
           }
@@ -387,6 +419,9 @@ void GpuModel::plan_and_allocate() {
     weight_bytes_ += B.bytes;
   }
   weight_read_bytes_ = weight_bytes_ - V * d * T * (sh_.tied ? 0 : 1) + d * T;  // one embed row
+  // CPU placements decode without the device factors (they serve prefill only)
+  if (placement_ == HCI_GPU_PLACE_CPU_SYNC || placement_ == HCI_GPU_PLACE_CPU_ASYNC)
+    weight_read_bytes_ -= gpu_comp_bytes_;
   const int64_t need_all = fixed + blocks_total;
   const int64_t cap = p_.memory_budget;
   auto breakdown = [&](int64_t blocks) {
@@ -609,6 +644,18 @@ void GpuModel::fill_synthetic(uint64_t seed, int bits) {
                       int64_t(op.d_out) * ps.n_groups(), seed, id + 2000000,
                       stddev * std::sqrt(12.0f) / qmax, std::round(qmax / 2), s);
         }
+        // device compensation factors: A rows past the rank are zero (the padding to a
+        // multiple of 32 is read but adds nothing), so B's padding columns do not matter
+        for (size_t ci = 0; ci < op.comps.size(); ++ci) {
+          const CompSpec& c = op.comps[ci];
+          fill_normal(dt_, base + c.a_off, int64_t(c.rank) * op.d_in, seed, id + 3000000 + ci,
+                      stddev, s);
+          HCI_CUDA(cudaMemsetAsync(base + c.a_off + int64_t(c.rank) * op.d_in * dtype_size(dt_), 0,
+                                   size_t(int64_t(c.rank_pad - c.rank) * op.d_in * dtype_size(dt_)),
+                                   s));
+          fill_normal(dt_, base + c.b_off, int64_t(c.d_out) * c.rank_pad, seed,
+                      id + 4000000 + ci, stddev, s);
+        }
       }
     if (!resident) {
       HCI_CUDA(cudaMemcpyAsync(host_arenas_[size_t(l - n_resident_)].data(), base,
@@ -623,8 +670,10 @@ void GpuModel::fill_synthetic(uint64_t seed, int bits) {
 }
 
 GpuModel::~GpuModel() {
-  if (stream_) cudaStreamSynchronize(stream_);
+  if (stream_) cudaStreamSynchronize(stream_);  // the server answers any hand-off still queued
   if (copy_stream_) cudaStreamSynchronize(copy_stream_);
+  server_.reset();
+  if (chan_host_) cudaFreeHost(chan_host_);
   for (auto& [nb, g] : graphs_) cudaGraphExecDestroy(g);
   for (cudaEvent_t e : ready_) cudaEventDestroy(e);
   for (cudaEvent_t e : slot_free_) cudaEventDestroy(e);
@@ -702,7 +751,8 @@ void GpuModel::matmul(DType t, const void* W, int d_out, int d_in, const void* x
 bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int ld_in, int n,
                       float* out, int ld_out, bool acc, const NormEpilogue* norm) {
   float* y = out + op.out_col;
-  if (!op.comps.empty() || op.out_col != 0) norm = nullptr;  // the norm must see the final rows
+  const bool comps = gpu_comp_now_ && !op.comps.empty();
+  if (comps || op.out_col != 0) norm = nullptr;  // the norm must see the final rows
   bool normed = false;
   if (op.bits == 0) {
     if (norm && n <= (use_cublas_ ? kGemvFloatRows : kGemvMaxRows)) {
@@ -736,6 +786,7 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
       }
     }
   }
+  if (comps)
   for (const CompSpec& c : op.comps) {
     matmul(dt_, base + c.a_off, c.rank_pad, op.d_in, in, ld_in, n, ct32_.as<float>(), c.rank_pad,
            false);
@@ -747,11 +798,12 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
 }
 
 bool GpuModel::gate_up_fused(const BlockLayout& B, const uint8_t* base, int n) {
+  // (callers skip it when the CPU compensates gate/up: the correction comes before SiLU)
   // One fused gate/up op without compensation: the decode kernels apply SiLU gating in their
   // epilogue and write the MLP hidden state directly.
   if (!fuse_gate_up_ || n > kGemvMaxRows || B.ops[2].size() != 1) return false;
   const LinOp& op = B.ops[2][0];
-  if (!op.comps.empty() || op.kinds.size() != 2) return false;
+  if ((gpu_comp_now_ && !op.comps.empty()) || op.kinds.size() != 2) return false;
   const int dff = sh_.d_ff, d = sh_.d_model;
   if (op.bits == 0) {
     if (!fuse_float_silu_ || (use_cublas_ && n > kGemvFloatRows)) return false;
@@ -784,6 +836,12 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   // Decode steps (one row per sequence, resident weights): the residual GEMVs (o, down) end with
   // the next RMSNorm, and attention does RoPE and the KV store itself.
   const bool fuse = decode_active_ && fuse_norm_ && n_off_ == 0;
+  // CPU compensation points of this block's four input groups (-1: none this pass). A point's
+  // correction must land before the group's outputs are used, so it blocks the fusions that
+  // consume them inside the product (the RMSNorm epilogue, gate/up + SiLU).
+  int pt[4] = {-1, -1, -1, -1};
+  if (host_comp_now_)
+    for (int g = 0; g < 4; ++g) pt[g] = point_of_[size_t(l * 4 + g)];
   if (!xn_ready_)
     rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.attn_norm_off), n, d, eps,
             xn_.get(), d, stream_);
@@ -793,7 +851,9 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   ne.counter = counter_d_;
   ne.eps = eps;
   ne.out = xn_.get();
+  if (pt[0] >= 0) begin_point(pt[0], xn_.get(), d, d, n);
   for (const LinOp& op : B.ops[0]) run_op(op, base, xn_.get(), d, n, qkv_.as<float>(), ldqkv, false);
+  if (pt[0] >= 0) end_point(pt[0], qkv_.as<float>(), ldqkv, n);
   mark(kProfQkv);
   if (decode_active_ && fuse_attn_) {
     attention_decode(kv_, dt_, qkv_.as<float>(), ldqkv, n, sh_.n_heads, sh_.n_kv_heads,
@@ -810,17 +870,21 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   }
   bool normed = false;
   ne.gamma = reinterpret_cast<const float*>(base + B.mlp_norm_off);
+  if (pt[1] >= 0) begin_point(pt[1], att_.get(), qd, qd, n);
   for (const LinOp& op : B.ops[1])
     normed = run_op(op, base, att_.get(), qd, n, x, d, true,
-                    fuse && B.ops[1].size() == 1 ? &ne : nullptr);
+                    fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
+  if (pt[1] >= 0) end_point(pt[1], x, d, n);
   mark(kProfO);
   if (!normed)
     rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.mlp_norm_off), n, d, eps,
             xn_.get(), d, stream_);
   mark(kProfNorm);
-  if (!gate_up_fused(B, base, n)) {
+  if (pt[2] >= 0) begin_point(pt[2], xn_.get(), d, d, n);
+  if (pt[2] >= 0 || !gate_up_fused(B, base, n)) {
     for (const LinOp& op : B.ops[2])
       run_op(op, base, xn_.get(), d, n, gu_.as<float>(), 2 * dff, false);
+    if (pt[2] >= 0) end_point(pt[2], gu_.as<float>(), 2 * dff, n);
     mark(kProfGateUp);
     silu_mul(dt_, gu_.as<float>(), 2 * dff, dff, n, h_.get(), dff, stream_);
     mark(kProfSilu);
@@ -834,14 +898,22 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
                                                     layouts_[size_t(l + 1)].attn_norm_off)
                    : final_norm_.as<float>();
   normed = false;
+  if (pt[3] >= 0) begin_point(pt[3], h_.get(), dff, dff, n);
   for (const LinOp& op : B.ops[3])
     normed = run_op(op, base, h_.get(), dff, n, x, d, true,
-                    fuse && B.ops[3].size() == 1 ? &ne : nullptr);
+                    fuse && pt[3] < 0 && B.ops[3].size() == 1 ? &ne : nullptr);
+  if (pt[3] >= 0) end_point(pt[3], x, d, n);
   xn_ready_ = normed;
   mark(kProfDown);
 }
 
 void GpuModel::run_layers(int n) {
+  // Which compensation this pass applies: the device factors (GPU placement, or prefill of a CPU
+  // placement with prefill_comp GPU), or the CPU's through the channel.
+  const bool prefill = n > kGemvMaxRows;
+  host_comp_now_ = server_ && !(prefill && p_.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
+  gpu_comp_now_ = placement_ == HCI_GPU_PLACE_GPU || (server_ && !host_comp_now_);
+  if (server_) check_server();
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);
   mark(kProfOther);
   for (int l = 0; l < sh_.n_layers; ++l) {
@@ -849,6 +921,7 @@ void GpuModel::run_layers(int n) {
     run_block(l, base, n);
     block_end(l);
   }
+  if (host_comp_now_) comp_pass_end(chan_, stream_);
 }
 
 void GpuModel::lm_head(const void* xn, int n, float* logits) {
@@ -1158,6 +1231,7 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
   try {
     for (int rep = 0; rep < p.warmup + p.repeats; ++rep) {
       const bool timed = rep >= p.warmup;
+      if (rep == p.warmup) reset_comp_stats();  // statistics cover the timed repeats
       reset(-1);
       HCI_CUDA(cudaEventRecord(e0, stream_));
       for (int b = 0; b < B; ++b) {
@@ -1267,7 +1341,7 @@ void GpuModel::info(hci_gpu_model_info* o) const {
   o->device_bytes_peak = alloc_ ? alloc_->peak() : 0;
   int64_t pinned = 0;
   for (const PinnedBuffer& b : host_arenas_) pinned += b.bytes();
-  o->pinned_host_bytes = pinned;
+  o->pinned_host_bytes = pinned + chan_bytes_;
 }
 
 }  // namespace hci::gpu

@@ -14,6 +14,7 @@
 
 #include "allocator.h"
 #include "hcinfer_gpu.h"
+#include "hetero/comp_server.h"
 #include "kernels.h"
 
 namespace hci {
@@ -59,7 +60,8 @@ struct BlockLayout {
 
 // Format of one linear (layer, kind) as the planner sees it.
 struct LinearFormat {
-  int bits = 0, group = 0, rank = 0;
+  int bits = 0, group = 0, rank = 0;  // rank: of the factors in device memory
+  int host_rank = 0;                  // rank of the factors in host memory (CPU placements)
 };
 
 class GpuModel {
@@ -82,6 +84,11 @@ class GpuModel {
                 hci_eval_result* out, int64_t* progress, const int32_t* cancel);
   void bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out);
   void info(hci_gpu_model_info* out) const;
+  // Heterogeneous compensation (hcinfer_gpu.h).
+  void comp_stats(hci_gpu_comp_stats* out);
+  void reset_comp_stats();
+  void comp_ranks(int32_t* full, int32_t* last, double* mean, int n);
+  void set_comp_ranks(const int32_t* ranks, int n);
 
   std::mutex mu;  // serializes calls on this model
 
@@ -98,6 +105,12 @@ class GpuModel {
   void plan_and_allocate();
   void fill_from_model(const Model& m, int weights_mode, bool comp);
   void fill_synthetic(uint64_t seed, int bits);
+  // CPU placements: points per (layer, input group), the mapped channel and the server, with
+  // factors from the model (m) or seeded random ones (m == nullptr).
+  void setup_host_comp(const Model* m, uint64_t seed);
+  void begin_point(int pt, const void* in, int ld_in, int d_in, int n);
+  void end_point(int pt, float* out, int ld_out, int n);
+  void check_server();
   void build_rope_table();
 
   // Forward pieces (enqueue on stream_).
@@ -158,6 +171,20 @@ class GpuModel {
   int64_t copies_ = 0, uses_ = 0;
   std::vector<cudaEvent_t> ready_, slot_free_;
   std::vector<cudaEvent_t> t0_[2], t1_[2];  // per offloaded block, by pass parity
+
+  // Heterogeneous compensation
+  int placement_ = HCI_GPU_PLACE_NONE;
+  bool gpu_comp_now_ = false;      // this pass adds the device factors
+  bool host_comp_now_ = false;     // this pass hands the points to the CPU
+  int64_t gpu_comp_bytes_ = 0;     // device factor bytes inside the block arenas
+  int n_points_ = 0;
+  std::vector<int> point_of_;                // [n_layers * 4] point of (layer, group), -1 none
+  std::vector<CompImport> point_import_;     // per point: where its corrections go
+  std::vector<int> point_din_;               // per point: input width
+  std::unique_ptr<CompServer> server_;
+  void* chan_host_ = nullptr;                // mapped pinned block holding the channel
+  int64_t chan_bytes_ = 0;
+  CompChannelDev chan_{};
 
   std::map<int, cudaGraphExec_t> graphs_;
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "engine.h"
 #include "c_guard.h"
+#include "defaults.h"
 #include "hcinfer_gpu.h"
 #include "layout_checks.h"
 #include "model_handle.h"
@@ -48,25 +49,11 @@ hci_status hci_gpu_measure_bandwidth(int32_t device, int64_t bytes, int32_t repe
   });
 }
 
-hci_gpu_params hci_gpu_default_params(void) {
-  hci_gpu_params p{};
-  p.device = 0;
-  p.weights = HCI_GPU_WEIGHTS_CURRENT;
-  p.dtype = HCI_GPU_F16;
-  p.kv_dtype = HCI_GPU_F16;
-  p.max_batch = 1;
-  p.n_ctx = 0;
-  p.compensation = 0;
-  p.offload = 1;
-  p.use_graphs = 1;
-  p.gemm = HCI_GPU_GEMM_AUTO;
-  p.memory_budget = 0;
-  p.prefill_chunk = 0;
-  p.reserved = 0;
-  return p;
-}
+hci_gpu_params hci_gpu_default_params(void) { return hci::gpu::default_params(); }
 
-hci_gpu_synth_params hci_gpu_synth_default_params(void) { return hci_gpu_synth_params{0, 0, 128}; }
+hci_gpu_synth_params hci_gpu_synth_default_params(void) {
+  return hci::gpu::default_synth_params();
+}
 
 hci_status hci_gpu_model_create(hci_model* model, const hci_gpu_params* params,
                                 hci_gpu_model** out, char* err, size_t err_len) {
@@ -184,6 +171,41 @@ hci_status hci_gpu_bench_decode(hci_gpu_model* model, const hci_gpu_bench_params
     const hci_gpu_bench_params p = params ? *params : hci_gpu_bench_default_params();
     Use u(model);
     model->g->bench(p, out);
+  });
+}
+
+hci_status hci_gpu_get_comp_stats(hci_gpu_model* model, hci_gpu_comp_stats* out, char* err,
+                                  size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && out, "hci_gpu_get_comp_stats: model and out must not be NULL");
+    std::lock_guard<std::mutex> lock(model->g->mu);
+    model->g->comp_stats(out);
+  });
+}
+
+hci_status hci_gpu_reset_comp_stats(hci_gpu_model* model, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model, "hci_gpu_reset_comp_stats: model must not be NULL");
+    std::lock_guard<std::mutex> lock(model->g->mu);
+    model->g->reset_comp_stats();
+  });
+}
+
+hci_status hci_gpu_get_comp_ranks(hci_gpu_model* model, int32_t* full, int32_t* last,
+                                  double* mean, int32_t n, char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model, "hci_gpu_get_comp_ranks: model must not be NULL");
+    std::lock_guard<std::mutex> lock(model->g->mu);
+    model->g->comp_ranks(full, last, mean, n);
+  });
+}
+
+hci_status hci_gpu_set_comp_ranks(hci_gpu_model* model, const int32_t* ranks, int32_t n,
+                                  char* err, size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(model && ranks, "hci_gpu_set_comp_ranks: model and ranks must not be NULL");
+    std::lock_guard<std::mutex> lock(model->g->mu);
+    model->g->set_comp_ranks(ranks, n);
   });
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "hcinfer_gpu.h"
+#include "defaults.h"
 #include "layout_checks.h"
 
 namespace {
@@ -33,17 +34,11 @@ hci_status hci_gpu_measure_bandwidth(int32_t, int64_t, int32_t, hci_gpu_bandwidt
   return unsupported(err, err_len);
 }
 
-hci_gpu_params hci_gpu_default_params(void) {
-  hci_gpu_params p{};
-  p.dtype = HCI_GPU_F16;
-  p.kv_dtype = HCI_GPU_F16;
-  p.max_batch = 1;
-  p.offload = 1;
-  p.use_graphs = 1;
-  return p;
-}
+hci_gpu_params hci_gpu_default_params(void) { return hci::gpu::default_params(); }
 
-hci_gpu_synth_params hci_gpu_synth_default_params(void) { return hci_gpu_synth_params{0, 0, 128}; }
+hci_gpu_synth_params hci_gpu_synth_default_params(void) {
+  return hci::gpu::default_synth_params();
+}
 
 hci_status hci_gpu_model_create(hci_model*, const hci_gpu_params*, hci_gpu_model** out, char* err,
                                 size_t err_len) {
@@ -99,6 +94,26 @@ hci_gpu_bench_params hci_gpu_bench_default_params(void) {
 
 hci_status hci_gpu_bench_decode(hci_gpu_model*, const hci_gpu_bench_params*,
                                 hci_gpu_bench_result*, char* err, size_t err_len) {
+  return unsupported(err, err_len);
+}
+
+hci_status hci_gpu_get_comp_stats(hci_gpu_model*, hci_gpu_comp_stats* out, char* err,
+                                  size_t err_len) {
+  if (out) *out = hci_gpu_comp_stats{};
+  return unsupported(err, err_len);
+}
+
+hci_status hci_gpu_reset_comp_stats(hci_gpu_model*, char* err, size_t err_len) {
+  return unsupported(err, err_len);
+}
+
+hci_status hci_gpu_get_comp_ranks(hci_gpu_model*, int32_t*, int32_t*, double*, int32_t,
+                                  char* err, size_t err_len) {
+  return unsupported(err, err_len);
+}
+
+hci_status hci_gpu_set_comp_ranks(hci_gpu_model*, const int32_t*, int32_t, char* err,
+                                  size_t err_len) {
   return unsupported(err, err_len);
 }
 

@@ -134,6 +134,38 @@ void decode_begin(int nb, const int* seq_len, int* row_seq, int* row_pos, cudaSt
 // seq_len[i] += 1 for i < nb.
 void decode_end(int nb, int* seq_len, cudaStream_t s);
 
+// ---- CPU compensation hand-off (comp_kernels.cu; protocol: hetero/comp_server.h) -------------
+
+// Device-side view of the channel: pointers into mapped pinned host memory (x, y, ready, done,
+// point_rows, wait_ns) and device memory (pass, counter).
+struct CompChannelDev {
+  float* x = nullptr;              // [rows, d_in] activations handed to the CPU
+  float* y = nullptr;              // y_0 | y_1 | ..., y_j [rows, d_out_j]: corrections
+  uint32_t* ready = nullptr;       // READY word (written by the GPU)
+  uint32_t* done = nullptr;        // DONE word (written by the CPU)
+  uint32_t* point_rows = nullptr;  // [2]: point id, rows of the hand-off in flight
+  uint32_t* wait_ns = nullptr;     // [P] GPU spin before each point's correction was there
+  uint32_t* pass = nullptr;        // device: forward passes that used the channel so far
+  unsigned* counter = nullptr;     // device: block counter of the export kernel (0 between uses)
+};
+
+// Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
+struct CompImport {
+  int n = 0;
+  int col[4] = {0, 0, 0, 0};
+  int d_out[4] = {0, 0, 0, 0};
+};
+
+// Hands in [n, ld_in] (dtype t) to the CPU as point p of P: X = float(in), then READY.
+void comp_export(DType t, const void* in, int ld_in, int d_in, int n, const CompChannelDev& ch,
+                 int P, int p, cudaStream_t s);
+// Waits for point p's DONE; with `add`, out[row, col_j + c] += y_j[row, c]; with `record_wait`,
+// stores the GPU's wait in wait_ns[p].
+void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompChannelDev& ch,
+                 int P, int p, bool record_wait, bool add, cudaStream_t s);
+// pass += 1 (end of a forward pass that used the channel).
+void comp_pass_end(const CompChannelDev& ch, cudaStream_t s);
+
 // ---- synthetic weights and measurement -------------------------------------------------------
 
 // p[i] ~ approximately N(0, stddev²) (Irwin-Hall of 4 uniforms), a function of (seed, id, i).

@@ -14,10 +14,19 @@ static_assert(sizeof(hci_gpu_device_info) == 584 &&
               "hci_gpu_device_info layout");
 static_assert(sizeof(hci_gpu_bandwidth) == 48 && offsetof(hci_gpu_bandwidth, bytes) == 32,
               "hci_gpu_bandwidth layout");
-static_assert(sizeof(hci_gpu_params) == 56 && offsetof(hci_gpu_params, memory_budget) == 40 &&
-                  offsetof(hci_gpu_params, prefill_chunk) == 48,
+static_assert(sizeof(hci_gpu_params) == 80 && offsetof(hci_gpu_params, placement) == 24 &&
+                  offsetof(hci_gpu_params, memory_budget) == 40 &&
+                  offsetof(hci_gpu_params, prefill_chunk) == 48 &&
+                  offsetof(hci_gpu_params, cpu_threads) == 52 &&
+                  offsetof(hci_gpu_params, rank_controller) == 68 &&
+                  offsetof(hci_gpu_params, reserved) == 72,
               "hci_gpu_params layout");
-static_assert(sizeof(hci_gpu_synth_params) == 16, "hci_gpu_synth_params layout");
+static_assert(sizeof(hci_gpu_synth_params) == 24 && offsetof(hci_gpu_synth_params, rank) == 16,
+              "hci_gpu_synth_params layout");
+static_assert(sizeof(hci_gpu_comp_stats) == 96 && offsetof(hci_gpu_comp_stats, steps) == 16 &&
+                  offsetof(hci_gpu_comp_stats, rank_fraction) == 72 &&
+                  offsetof(hci_gpu_comp_stats, prefill_cpu_ms) == 88,
+              "hci_gpu_comp_stats layout");
 static_assert(sizeof(hci_gpu_model_info) == 128 &&
                   offsetof(hci_gpu_model_info, weight_bytes) == 64,
               "hci_gpu_model_info layout");

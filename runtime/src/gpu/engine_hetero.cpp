@@ -1,0 +1,219 @@
+// GpuModel's heterogeneous compensation (CPU placements): the compensation points of each block,
+// the mapped pinned channel, the CPU server and the hooks the forward pass calls around a
+// point's backbone product. Protocol: src/hetero/handoff.h, src/hetero/comp_server.h.
+//
+// Per point (one input group of one block) in a pass:
+//   cpu-async:  export x → READY | backbone product(s) of the group | wait DONE, add y
+//   cpu-sync:   export x → READY | wait DONE | backbone product(s) | add y
+// so cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
+// while the CPU computes), and cpu-async overlaps them. Everything is stream work, so both run
+// inside the captured decode graph.
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <thread>
+
+#include "common.h"
+#include "engine.h"
+#include "model.h"
+
+namespace hci::gpu {
+
+namespace {
+constexpr int kKinds = 7;
+const int kGroupKinds[4][2] = {{0, 3}, {3, 4}, {4, 6}, {6, 7}};
+
+void group_dims(int k, int d_model, int qd, int kvd, int dff, int& d_out, int& d_in, int& col) {
+  switch (k) {
+    case HCI_LINEAR_Q: d_out = qd; d_in = d_model; col = 0; break;
+    case HCI_LINEAR_K: d_out = kvd; d_in = d_model; col = qd; break;
+    case HCI_LINEAR_V: d_out = kvd; d_in = d_model; col = qd + kvd; break;
+    case HCI_LINEAR_O: d_out = d_model; d_in = qd; col = 0; break;
+    case HCI_LINEAR_GATE: d_out = dff; d_in = d_model; col = 0; break;
+    case HCI_LINEAR_UP: d_out = dff; d_in = d_model; col = dff; break;
+    default: d_out = d_model; d_in = dff; col = 0; break;
+  }
+}
+
+int64_t align64(int64_t b) { return (b + 63) / 64 * 64; }
+}  // namespace
+
+void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
+  const int L = sh_.n_layers;
+  const FactorType ft = p_.factor_dtype == HCI_GPU_FACTOR_F32   ? FactorType::F32
+                        : p_.factor_dtype == HCI_GPU_FACTOR_F16 ? FactorType::F16
+                                                                : FactorType::BF16;
+  // Worker threads and cores: by default every core from cpu_first_core on.
+  const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
+  int first = p_.cpu_first_core;
+  if (first >= hw) first = -1;  // no such core: do not pin
+  int threads = p_.cpu_threads;
+  if (threads == 0) threads = std::clamp(hw - std::max(first, 0), 1, 32);
+  if (first >= 0 && first + threads > hw) first = -1;
+
+  std::vector<ServedPoint> points;
+  point_of_.assign(size_t(L) * 4, -1);
+  point_import_.clear();
+  point_din_.clear();
+  WorkerPool fill_pool(threads);
+  for (int l = 0; l < L; ++l)
+    for (int g = 0; g < 4; ++g) {
+      std::vector<int> d_outs, ranks, linears;
+      CompImport imp;
+      int d_in = 0;
+      for (int k = kGroupKinds[g][0]; k < kGroupKinds[g][1]; ++k) {
+        const int r = formats_[size_t(l * kKinds + k)].host_rank;
+        if (r <= 0) continue;
+        int d_out, col;
+        group_dims(k, sh_.d_model, sh_.qd(), sh_.kvd(), sh_.d_ff, d_out, d_in, col);
+        d_outs.push_back(d_out);
+        ranks.push_back(r);
+        linears.push_back(l * kKinds + k);
+        imp.col[imp.n] = col;
+        imp.d_out[imp.n] = d_out;
+        ++imp.n;
+      }
+      if (d_outs.empty()) continue;
+      ServedPoint sp;
+      sp.cp = std::make_unique<CompPoint>(d_in, d_outs, ranks, ft);
+      sp.linear = linears;
+      if (m) {
+        for (int j = 0; j < int(linears.size()); ++j) {
+          const Linear& lin = m->blocks[size_t(l)].lin[size_t(linears[size_t(j)] % kKinds)];
+          const int r = ranks[size_t(j)];
+          // A [rank, d_in] is a prefix of A [max_rank, d_in]; B[:, :rank] is strided.
+          std::vector<float> b(size_t(lin.d_out) * size_t(r));
+          for (int i = 0; i < lin.d_out; ++i)
+            for (int k = 0; k < r; ++k)
+              b[size_t(i) * r + k] = lin.B[size_t(i) * lin.max_rank + k];
+          sp.cp->set_factors(j, lin.A.data(), b.data());
+        }
+      } else {
+        sp.cp->fill_random(seed * 1000003 + uint64_t(l * 4 + g), 0.02f, fill_pool);
+      }
+      point_of_[size_t(l * 4 + g)] = int(points.size());
+      point_import_.push_back(imp);
+      point_din_.push_back(d_in);
+      points.push_back(std::move(sp));
+    }
+  n_points_ = int(points.size());
+  if (n_points_ == 0) return;  // nothing is compensated
+
+  // The channel: header, GPU waits, X [rows, max d_in], Y [rows, max width], mapped pinned.
+  int max_din = 0, max_width = 0;
+  for (int q = 0; q < n_points_; ++q) {
+    max_din = std::max(max_din, point_din_[size_t(q)]);
+    int w = 0;
+    for (int j = 0; j < point_import_[size_t(q)].n; ++j) w += point_import_[size_t(q)].d_out[j];
+    max_width = std::max(max_width, w);
+  }
+  const int64_t hdr_b = align64(sizeof(ChannelHeader));
+  const int64_t wait_b = align64(int64_t(n_points_) * 4);
+  const int64_t x_b = align64(int64_t(rows_) * max_din * 4);
+  const int64_t y_b = align64(int64_t(rows_) * max_width * 4);
+  chan_bytes_ = hdr_b + wait_b + x_b + y_b;
+  HCI_CUDA(cudaHostAlloc(&chan_host_, size_t(chan_bytes_), cudaHostAllocMapped | cudaHostAllocPortable));
+  std::memset(chan_host_, 0, size_t(chan_bytes_));
+  uint8_t* h = static_cast<uint8_t*>(chan_host_);
+  void* dev = nullptr;
+  HCI_CUDA(cudaHostGetDevicePointer(&dev, chan_host_, 0));
+  uint8_t* d = static_cast<uint8_t*>(dev);
+  ChannelHeader* hdr = new (h) ChannelHeader();
+  Channel ch;
+  ch.hdr = hdr;
+  ch.wait_ns = reinterpret_cast<const uint32_t*>(h + hdr_b);
+  ch.x = reinterpret_cast<const float*>(h + hdr_b + wait_b);
+  ch.y = reinterpret_cast<float*>(h + hdr_b + wait_b + x_b);
+  auto dev_of = [&](const void* hp) {
+    return d + (static_cast<const uint8_t*>(hp) - h);
+  };
+  chan_.ready = reinterpret_cast<uint32_t*>(dev_of(&hdr->words.ready));
+  chan_.done = reinterpret_cast<uint32_t*>(dev_of(&hdr->words.done));
+  chan_.point_rows = reinterpret_cast<uint32_t*>(dev_of(&hdr->point));
+  chan_.wait_ns = reinterpret_cast<uint32_t*>(dev_of(ch.wait_ns));
+  chan_.x = reinterpret_cast<float*>(dev_of(ch.x));
+  chan_.y = reinterpret_cast<float*>(dev_of(ch.y));
+  // device words: the pass counter and the export kernel's block counter (zeroed with ints_)
+  int* ints = ints_.as<int>();
+  chan_.pass = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 2);
+  chan_.counter = reinterpret_cast<unsigned*>(ints + 4 * rows_ + 2 * max_batch_ + 3);
+
+  CompServerConfig cfg;
+  cfg.threads = threads;
+  cfg.first_core = first;
+  cfg.controller = p_.rank_controller != 0;
+  cfg.decode_rows = 16;  // kGemvMaxRows (engine.cpp): passes of up to 16 rows are decode steps
+  cfg.rows_max = rows_;
+  cfg.level = best_simd_level();
+  server_ = std::make_unique<CompServer>(std::move(points), ch, cfg);
+}
+
+void GpuModel::begin_point(int pt, const void* in, int ld_in, int d_in, int n) {
+  comp_export(dt_, in, ld_in, d_in, n, chan_, n_points_, pt, stream_);
+  if (placement_ == HCI_GPU_PLACE_CPU_SYNC)  // wait here, before the backbone product
+    comp_import(nullptr, 0, n, point_import_[size_t(pt)], chan_, n_points_, pt, true, false,
+                stream_);
+}
+
+void GpuModel::end_point(int pt, float* out, int ld_out, int n) {
+  comp_import(out, ld_out, n, point_import_[size_t(pt)], chan_, n_points_, pt,
+              placement_ == HCI_GPU_PLACE_CPU_ASYNC, true, stream_);
+}
+
+void GpuModel::check_server() {
+  const std::string e = server_->error();
+  if (!e.empty())
+    fail(HCI_ERR_INTERNAL, "CPU compensation channel out of step (free this GPU model): " + e);
+}
+
+void GpuModel::comp_stats(hci_gpu_comp_stats* o) {
+  std::memset(o, 0, sizeof *o);
+  o->placement = placement_;
+  if (!server_) return;
+  const CompServerStats st = server_->stats();
+  o->n_points = n_points_;
+  o->cpu_threads = server_->threads();
+  o->rank_controller = server_->controller() ? 1 : 0;
+  o->steps = st.steps;
+  o->cpu_busy_ms = st.cpu_busy_ns / 1e6;
+  o->gpu_wait_ms = st.gpu_wait_ns / 1e6;
+  o->bytes_to_host = st.bytes_to_host;
+  o->bytes_to_device = st.bytes_to_device;
+  o->factor_bytes_read = st.factor_bytes_read;
+  o->factor_bytes_host = server_->factor_bytes();
+  o->rank_fraction = st.steps ? st.rank_fraction_sum / double(st.steps) : 0.0;
+  o->prefill_rows = st.prefill_rows;
+  o->prefill_cpu_ms = st.prefill_cpu_ns / 1e6;
+}
+
+void GpuModel::reset_comp_stats() {
+  if (server_) server_->reset_stats();
+}
+
+void GpuModel::comp_ranks(int32_t* full, int32_t* last, double* mean, int n) {
+  const int want = sh_.n_layers * kKinds;
+  if (n != want)
+    fail(HCI_ERR_INVALID_ARGUMENT, "ranks: n must be n_layers * 7 = " + std::to_string(want));
+  if (server_) {
+    server_->ranks(full, last, mean, n);
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    const int r = placement_ == HCI_GPU_PLACE_GPU ? formats_[size_t(i)].rank : 0;
+    if (full) full[i] = r;
+    if (last) last[i] = r;
+    if (mean) mean[i] = r;
+  }
+}
+
+void GpuModel::set_comp_ranks(const int32_t* ranks, int n) {
+  const int want = sh_.n_layers * kKinds;
+  if (n != want)
+    fail(HCI_ERR_INVALID_ARGUMENT, "ranks: n must be n_layers * 7 = " + std::to_string(want));
+  if (!server_)
+    fail(HCI_ERR_UNSUPPORTED, "set_comp_ranks needs a CPU placement with compensated linears");
+  server_->set_ranks(ranks, n);
+}
+
+}  // namespace hci::gpu
