@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <thread>
 
@@ -64,14 +65,18 @@ struct FakeChannel {
 };
 
 // One hand-off from the "GPU": returns the nanoseconds it waited for DONE.
-int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t backbone_ns) {
+int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t backbone_ns,
+                 bool prefill = false) {
   ch.hdr.point = uint32_t(point);
-  ch.hdr.rows = uint32_t(rows);
+  ch.hdr.rows = uint32_t(rows) | (prefill ? kPrefillFlag : 0u);
   publish_ready(ch.hdr.words, seq);
   // the "backbone work": sleep rather than spin, so the server keeps a core on a small machine
   if (backbone_ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(backbone_ns));
+  // Wait for DONE: spin briefly, then sleep-poll. A thread that only spins and yields would
+  // share the server's core on a small machine in scheduler time slices (milliseconds).
   const int64_t t0 = now_ns();
-  wait_geq(ch.hdr.words.done, seq);
+  while (ch.hdr.words.done.load(std::memory_order_acquire) < seq)
+    if (now_ns() - t0 > 20000) std::this_thread::sleep_for(std::chrono::microseconds(10));
   const int64_t waited = now_ns() - t0;
   reinterpret_cast<std::atomic<uint32_t>*>(&ch.wait_ns[size_t(point)])
       ->store(uint32_t(std::min<int64_t>(waited, 0xFFFFFFFF)), std::memory_order_release);
@@ -98,7 +103,7 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
       const auto x = testutil::random_vec(size_t(rows * 64), 100 + pass * 2 + p);
       std::copy(x.begin(), x.end(), fc.x.begin());
       std::fill(fc.y.begin(), fc.y.end(), 1e30f);  // stale data must be overwritten
-      hand_off(fc, ++seq, p, rows, 0);
+      hand_off(fc, ++seq, p, rows, 0, /*prefill=*/rows == 40);
       const CompPoint& cp = *ref[size_t(p)].cp;
       std::vector<std::vector<double>> r(size_t(cp.layers()));
       std::vector<double*> rp;
@@ -118,7 +123,7 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
   }
   CHECK(worst < 1e-5);
   const CompServerStats st = server.stats();
-  CHECK(st.steps == 9);          // decode passes (rows <= 16)
+  CHECK(st.steps == 9);           // decode passes
   CHECK(st.prefill_rows == 120);  // three 40-row chunks
   CHECK(st.bytes_to_host > 0 && st.bytes_to_device > 0 && st.factor_bytes_read > 0);
   CHECK_NEAR(st.rank_fraction_sum / double(st.steps), 1.0, 1e-12);
@@ -170,7 +175,7 @@ TEST(controller_trades_rank_for_time) {
   // one point, big enough that full rank takes milliseconds on one thread
   std::vector<ServedPoint> pts;
   ServedPoint sp;
-  sp.cp = std::make_unique<CompPoint>(2048, std::vector<int>{8192}, std::vector<int>{256},
+  sp.cp = std::make_unique<CompPoint>(2048, std::vector<int>{8192}, std::vector<int>{512},
                                       FactorType::F32);
   sp.linear = {0};
   WorkerPool fill_pool(1);
@@ -188,13 +193,13 @@ TEST(controller_trades_rank_for_time) {
   CompServer server(std::move(pts), fc.channel(), cfg);
   uint32_t seq = 0;
   // measure the warm full-rank span first (no GPU window: the controller sees no wait)
-  int64_t full_ns = 0;
-  for (int i = 0; i < 3; ++i) {
+  int64_t full_ns = INT64_MAX;  // the fastest of a few: preemption only makes passes longer
+  for (int i = 0; i < 6; ++i) {
     const int64_t t0 = now_ns();
     hand_off(fc, ++seq, 0, 1, 0);
-    full_ns = now_ns() - t0;
+    if (i > 0) full_ns = std::min(full_ns, now_ns() - t0);
   }
-  const int64_t window = std::max<int64_t>(full_ns / 5, 100000);
+  const int64_t window = std::max<int64_t>(full_ns / 4, 100000);
   int64_t first_wait = 0;
   std::vector<int64_t> late;  // waits of the last 40 passes; the median ignores preemptions
   for (int pass = 0; pass < 120; ++pass) {
@@ -206,17 +211,57 @@ TEST(controller_trades_rank_for_time) {
   const int64_t late_wait = late[late.size() / 2];
   int32_t last = 0;
   server.ranks(nullptr, &last, nullptr, 1);
-  std::printf("  full rank %.0f us, window %.0f us: rank %d of 256, wait first %.0f us, "
+  std::printf("  full rank %.0f us, window %.0f us: rank %d of 512, wait first %.0f us, "
               "late median %.1f us\n",
               full_ns / 1e3, window / 1e3, last, first_wait / 1e3, late_wait / 1e3);
-  CHECK(last < 200);
+  CHECK(last < 400);
   // at full rank the GPU would wait about full_ns − window each pass
   CHECK(late_wait < (full_ns - window) / 4);
   // a window far longer than the full-rank work: back to full rank
   for (int pass = 0; pass < 60; ++pass) hand_off(fc, ++seq, 0, 1, 4 * full_ns);
   server.ranks(nullptr, &last, nullptr, 1);
-  CHECK(last == 256);
+  CHECK(last == 512);
   CHECK(server.stats().rank_fraction_sum > 0);
 }
 
-TEST_MAIN()
+// `test_comp_server --bench`: round-trip latency of one hand-off (no backbone work) for a small
+// and a 7B-sized point, by thread count: the CPU side's fixed cost per compensation point.
+static int bench_latency() {
+  const int hw = int(std::thread::hardware_concurrency());
+  for (int d : {512, 4096})
+    for (int threads : {1, 2, 4, 8, 14}) {
+      if (threads + 2 > hw) continue;
+      std::vector<ServedPoint> pts;
+      ServedPoint sp;
+      sp.cp = std::make_unique<CompPoint>(d, std::vector<int>{d, d, d}, std::vector<int>{16, 16, 16},
+                                          FactorType::BF16);
+      sp.linear = {0, 1, 2};
+      WorkerPool fill(1);
+      sp.cp->fill_random(1, 0.02f, fill);
+      pts.push_back(std::move(sp));
+      CompServerConfig cfg;
+      cfg.threads = threads;
+      cfg.first_core = 2;
+      cfg.rows_max = 1;
+      cfg.level = best_simd_level();
+      FakeChannel fc(1, d, 3 * d, 1);
+      CompServer server(std::move(pts), fc.channel(), cfg);
+      uint32_t seq = 0;
+      for (int i = 0; i < 200; ++i) hand_off(fc, ++seq, 0, 1, 0);
+      std::vector<int64_t> t;
+      for (int i = 0; i < 2000; ++i) {
+        const int64_t t0 = now_ns();
+        hand_off(fc, ++seq, 0, 1, 0);
+        t.push_back(now_ns() - t0);
+      }
+      std::sort(t.begin(), t.end());
+      std::printf("hand-off d %d (q/k/v, rank 16, bf16), %2d threads: median %.1f us, p90 %.1f us\n",
+                  d, threads, t[t.size() / 2] / 1e3, t[t.size() * 9 / 10] / 1e3);
+    }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "--bench") return bench_latency();
+  return check::run_all();
+}

@@ -514,6 +514,10 @@ TEST(cpu_placements_match_gpu_placement) {
     g = gpu(p);
     if (!g) continue;
     const double nll = gpu_nll(g, toks, 64);
+    hci_gpu_comp_stats pst{};
+    OK(hci_gpu_get_comp_stats(g, &pst, err, sizeof err));
+    CHECK(pst.steps == 0);  // perplexity windows are prefill passes
+    CHECK(pst.prefill_rows == (c.prefill == HCI_GPU_PREFILL_COMP_CPU ? 3 * 64 : 0));
     OK(hci_gpu_reset_comp_stats(g, err, sizeof err));
     const std::vector<float> lg = decode_logits(g);
     hci_gpu_comp_stats st{};
@@ -525,14 +529,14 @@ TEST(cpu_placements_match_gpu_placement) {
                 st.gpu_wait_ms, (long long)st.bytes_to_host);
     CHECK(dppl < 1e-3);
     // GPU placement rounds factors and A·x to fp16, the CPU keeps A·x in fp32 with fp32 or bf16
-    // factors: the corrections differ by those roundings (bf16: 2^-9 relative), the logits by
-    // that times the corrections' share of them; "within bf16 tolerance" is 2^-8
-    CHECK(rel_l2(lg, ref) < (c.factor == HCI_GPU_FACTOR_F32 ? 1e-3 : 4e-3));
+    // factors: the corrections differ by those roundings, the logits by that times the
+    // corrections' share of them (measured on an H100: 1.2e-3 fp32, 1.3e-3 bf16 while the
+    // compensation itself moves the logits by 2.3e-1); "within bf16 tolerance" is 2^-8
+    CHECK(rel_l2(lg, ref) < 4e-3);
     CHECK(st.steps == 9 && st.n_points == 4 * L);
     // per layer: x of q/k/v and of gate/up (d each), of o (heads · head_dim), of down (ff)
     CHECK(st.bytes_to_host == int64_t(9) * L * (2 * fx().cfg.d + fx().cfg.heads * fx().cfg.hd +
                                                  fx().cfg.ff) * 4);
-    CHECK(st.prefill_rows == (c.prefill == HCI_GPU_PREFILL_COMP_CPU ? 3 * 64 : 0));
     if (c.placement == HCI_GPU_PLACE_CPU_SYNC) CHECK(st.gpu_wait_ms > 0);
     // rank 0 everywhere: the backbone alone
     std::vector<int32_t> zero(size_t(L) * 7, 0), full(size_t(L) * 7);

@@ -40,7 +40,8 @@ __device__ __forceinline__ void store_sys_release(uint32_t* p, uint32_t v) {
 // fenced its own writes at system scope first, so the CPU sees x complete once it sees READY.
 template <typename T>
 __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int n,
-                              float* __restrict__ X, uint32_t* ready, uint32_t* point_rows,
+                              uint32_t rows_word, float* __restrict__ X, uint32_t* ready,
+                              uint32_t* point_rows,
                               const uint32_t* pass, unsigned* counter, int P, int p) {
   pdl_trigger();
   pdl_wait();
@@ -57,7 +58,7 @@ __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int
       *counter = 0;
       volatile uint32_t* h = point_rows;
       h[0] = uint32_t(p);
-      h[1] = uint32_t(n);
+      h[1] = rows_word;
       __threadfence_system();
       store_sys_release(ready, *pass * uint32_t(P) + uint32_t(p) + 1);
     }
@@ -112,23 +113,25 @@ __global__ void pass_end_kernel(uint32_t* pass) {
 
 }  // namespace
 
-void comp_export(DType t, const void* in, int ld_in, int d_in, int n, const CompChannelDev& ch,
-                 int P, int p, cudaStream_t s) {
+void comp_export(DType t, const void* in, int ld_in, int d_in, int n, bool prefill,
+                 const CompChannelDev& ch, int P, int p, cudaStream_t s) {
   const dim3 grid((d_in + kChunk - 1) / kChunk, n);
+  // the header's rows word: 0x80000000 marks a prefill pass (hetero/comp_server.h kPrefillFlag)
+  const uint32_t rows_word = uint32_t(n) | (prefill ? 0x80000000u : 0u);
   switch (t) {
     case DType::F16:
       launch_k("comp_export", export_kernel<__half>, grid, dim3(kThreads), 0, s,
-               static_cast<const __half*>(in), ld_in, d_in, n, ch.x, ch.ready, ch.point_rows,
+               static_cast<const __half*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready, ch.point_rows,
                static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
       break;
     case DType::BF16:
       launch_k("comp_export", export_kernel<__nv_bfloat16>, grid, dim3(kThreads), 0, s,
-               static_cast<const __nv_bfloat16*>(in), ld_in, d_in, n, ch.x, ch.ready,
+               static_cast<const __nv_bfloat16*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready,
                ch.point_rows, static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
       break;
     default:
       launch_k("comp_export", export_kernel<float>, grid, dim3(kThreads), 0, s,
-               static_cast<const float*>(in), ld_in, d_in, n, ch.x, ch.ready, ch.point_rows,
+               static_cast<const float*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready, ch.point_rows,
                static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
       break;
   }

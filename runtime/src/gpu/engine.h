@@ -91,6 +91,8 @@ class GpuModel {
   void set_comp_ranks(const int32_t* ranks, int n);
 
   std::mutex mu;  // serializes calls on this model
+  // First core of the pinned compensation workers (-1: none or not pinned).
+  int worker_first_core() const { return worker_first_core_; }
 
  private:
   enum ProfCat {
@@ -184,6 +186,7 @@ class GpuModel {
   std::unique_ptr<CompServer> server_;
   void* chan_host_ = nullptr;                // mapped pinned block holding the channel
   int64_t chan_bytes_ = 0;
+  int worker_first_core_ = -1;
   CompChannelDev chan_{};
 
   std::map<int, cudaGraphExec_t> graphs_;
@@ -195,6 +198,22 @@ class GpuModel {
   unsigned* counter_d_ = nullptr;
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr
   std::vector<std::pair<int, cudaEvent_t>>* prof_ = nullptr;
+};
+
+// For the duration of a call, keeps the calling thread on the cores below the model's pinned
+// compensation workers (restoring its affinity after): a thread spinning in a CUDA
+// synchronization on a worker's core would share it in scheduler time slices, milliseconds per
+// hand-off. No-op without pinned workers.
+class CallerAffinity {
+ public:
+  explicit CallerAffinity(const GpuModel& g);
+  ~CallerAffinity();
+  CallerAffinity(const CallerAffinity&) = delete;
+  CallerAffinity& operator=(const CallerAffinity&) = delete;
+
+ private:
+  bool set_ = false;
+  alignas(8) unsigned char old_[128];  // a cpu_set_t (sched.h is not included here)
 };
 
 // Fills hci_gpu_device_info for `device` (the CUDA build).

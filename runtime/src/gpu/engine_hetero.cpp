@@ -8,6 +8,9 @@
 // so cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
 // while the CPU computes), and cpu-async overlaps them. Everything is stream work, so both run
 // inside the captured decode graph.
+#include <pthread.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -142,15 +145,15 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   CompServerConfig cfg;
   cfg.threads = threads;
   cfg.first_core = first;
+  worker_first_core_ = first;
   cfg.controller = p_.rank_controller != 0;
-  cfg.decode_rows = 16;  // kGemvMaxRows (engine.cpp): passes of up to 16 rows are decode steps
   cfg.rows_max = rows_;
   cfg.level = best_simd_level();
   server_ = std::make_unique<CompServer>(std::move(points), ch, cfg);
 }
 
 void GpuModel::begin_point(int pt, const void* in, int ld_in, int d_in, int n) {
-  comp_export(dt_, in, ld_in, d_in, n, chan_, n_points_, pt, stream_);
+  comp_export(dt_, in, ld_in, d_in, n, !decode_active_, chan_, n_points_, pt, stream_);
   if (placement_ == HCI_GPU_PLACE_CPU_SYNC)  // wait here, before the backbone product
     comp_import(nullptr, 0, n, point_import_[size_t(pt)], chan_, n_points_, pt, true, false,
                 stream_);
@@ -214,6 +217,24 @@ void GpuModel::set_comp_ranks(const int32_t* ranks, int n) {
   if (!server_)
     fail(HCI_ERR_UNSUPPORTED, "set_comp_ranks needs a CPU placement with compensated linears");
   server_->set_ranks(ranks, n);
+}
+
+CallerAffinity::CallerAffinity(const GpuModel& g) {
+  const int first = g.worker_first_core();
+  if (first <= 0) return;
+  static_assert(sizeof(cpu_set_t) <= sizeof(old_), "cpu_set_t does not fit");
+  cpu_set_t* old = reinterpret_cast<cpu_set_t*>(old_);
+  if (pthread_getaffinity_np(pthread_self(), sizeof(cpu_set_t), old) != 0) return;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  for (int c = 0; c < first; ++c)
+    if (CPU_ISSET(c, old)) CPU_SET(c, &mine);
+  if (CPU_COUNT(&mine) == 0) return;
+  set_ = pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &mine) == 0;
+}
+
+CallerAffinity::~CallerAffinity() {
+  if (set_) pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), reinterpret_cast<cpu_set_t*>(old_));
 }
 
 }  // namespace hci::gpu

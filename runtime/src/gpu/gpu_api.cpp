@@ -122,6 +122,7 @@ hci_status hci_gpu_prefill(hci_gpu_model* model, int32_t seq, const int32_t* tok
     need(model && tokens && n_tokens > 0,
          "hci_gpu_prefill: model and tokens must not be NULL, n_tokens > 0");
     Use u(model);
+    hci::gpu::CallerAffinity keep_off_workers(*model->g);
     model->g->prefill(seq, tokens, n_tokens, logits_out);
   });
 }
@@ -131,6 +132,7 @@ hci_status hci_gpu_decode(hci_gpu_model* model, const int32_t* tokens, int32_t n
   return guard(err, err_len, [&] {
     need(model && tokens, "hci_gpu_decode: model and tokens must not be NULL");
     Use u(model);
+    hci::gpu::CallerAffinity keep_off_workers(*model->g);
     model->g->decode(tokens, n_seqs, logits_out);
   });
 }
@@ -142,6 +144,7 @@ hci_status hci_gpu_generate_greedy(hci_gpu_model* model, const int32_t* prompt, 
     need(model && prompt && n_prompt > 0 && n_new >= 0 && (out || n_new == 0) && n_out,
          "hci_gpu_generate_greedy: NULL argument, empty prompt or negative n_new");
     Use u(model);
+    hci::gpu::CallerAffinity keep_off_workers(*model->g);
     model->g->generate_greedy(prompt, n_prompt, n_new, eos_id, out, n_out);
   });
 }
@@ -155,6 +158,7 @@ hci_status hci_gpu_eval_nll(hci_gpu_model* model, const int32_t* tokens, int64_t
          "hci_gpu_eval_nll: NULL argument or negative n_tokens");
     need(params->reserved == 0, "hci_gpu_eval_nll: params->reserved must be 0");
     Use u(model);
+    hci::gpu::CallerAffinity keep_off_workers(*model->g);
     model->g->eval_nll(tokens, n_tokens, params->seq_len, params->max_windows, out, progress,
                        cancel);
   });
@@ -170,6 +174,7 @@ hci_status hci_gpu_bench_decode(hci_gpu_model* model, const hci_gpu_bench_params
     need(model && out, "hci_gpu_bench_decode: model and out must not be NULL");
     const hci_gpu_bench_params p = params ? *params : hci_gpu_bench_default_params();
     Use u(model);
+    hci::gpu::CallerAffinity keep_off_workers(*model->g);
     model->g->bench(p, out);
   });
 }

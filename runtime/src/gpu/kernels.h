@@ -156,9 +156,10 @@ struct CompImport {
   int d_out[4] = {0, 0, 0, 0};
 };
 
-// Hands in [n, ld_in] (dtype t) to the CPU as point p of P: X = float(in), then READY.
-void comp_export(DType t, const void* in, int ld_in, int d_in, int n, const CompChannelDev& ch,
-                 int P, int p, cudaStream_t s);
+// Hands in [n, ld_in] (dtype t) to the CPU as point p of P: X = float(in), the header (point,
+// rows | the prefill flag), then READY.
+void comp_export(DType t, const void* in, int ld_in, int d_in, int n, bool prefill,
+                 const CompChannelDev& ch, int P, int p, cudaStream_t s);
 // Waits for point p's DONE; with `add`, out[row, col_j + c] += y_j[row, c]; with `record_wait`,
 // stores the GPU's wait in wait_ns[p].
 void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompChannelDev& ch,

@@ -44,6 +44,7 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   level_.assign(points_.size(), 1.0);
   span_ns_.assign(points_.size(), 0);
   rows_.assign(points_.size(), 0);
+  prefill_.assign(points_.size(), 0);
   rank_sum_.assign(size_t(n_linears_), 0.0);
   thread_ = std::thread([this] { loop(); });
 }
@@ -86,7 +87,18 @@ int CompServer::max_width() const {
 
 void CompServer::loop() {
   for (uint32_t seq = 1;; ++seq) {
-    if (!wait_geq(ch_.hdr->words.ready, seq, &stop_)) return;
+    // Spin while hand-offs are near (decode steps are milliseconds apart); after 20 ms without
+    // one, poll every 50 µs so an idle model does not hold a core.
+    const auto& ready = ch_.hdr->words.ready;
+    const int64_t t0 = now_ns();
+    uint32_t spins = 0;
+    while (ready.load(std::memory_order_acquire) < seq) {
+      if (stop_.load(std::memory_order_relaxed)) return;
+      if (++spins < 4096) continue;
+      spins = 0;
+      if (now_ns() - t0 > 20000000)
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
     serve(seq);
   }
 }
@@ -95,7 +107,9 @@ void CompServer::serve(uint32_t seq) {
   const int64_t t0 = now_ns();
   const int P = n_points();
   const int p = int(ch_.hdr->point);
-  const int n = int(ch_.hdr->rows);
+  const uint32_t rows_word = ch_.hdr->rows;
+  const bool prefill = (rows_word & kPrefillFlag) != 0;
+  const int n = int(rows_word & ~kPrefillFlag);
   const int expect = int((seq - 1) % uint32_t(P));
   if (p != expect || n < 1 || n > rows_max_) {
     // Answer anyway so the GPU does not hang; the engine reports the error on its next call.
@@ -131,7 +145,8 @@ void CompServer::serve(uint32_t seq) {
   std::lock_guard<std::mutex> lock(mu_);
   span_ns_[size_t(p)] = span;
   rows_[size_t(p)] = n;
-  if (n > cfg_.decode_rows) {
+  prefill_[size_t(p)] = prefill;
+  if (prefill) {
     st_.prefill_rows += p == 0 ? n : 0;
     st_.prefill_cpu_ns += double(span);
     return;
@@ -159,7 +174,7 @@ void CompServer::account_wait(int q) {
                                        std::memory_order_acquire)
                                  : 0;
   std::lock_guard<std::mutex> lock(mu_);
-  if (rows_[size_t(q)] == 0 || rows_[size_t(q)] > cfg_.decode_rows) return;
+  if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
   if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
 }

@@ -43,8 +43,9 @@ namespace hci {
 struct ChannelHeader {
   HandoffWords words;
   alignas(64) uint32_t point;  // point id of the hand-off (written by the GPU before READY)
-  uint32_t rows;               // rows of x
+  uint32_t rows;               // rows of x, | kPrefillFlag when the pass is a prefill chunk
 };
+constexpr uint32_t kPrefillFlag = 0x80000000u;
 
 // Where the channel lives (mapped pinned host memory in the engine; plain memory in tests).
 struct Channel {
@@ -64,14 +65,14 @@ struct CompServerConfig {
   int threads = 1;          // workers, the serving thread included
   int first_core = -1;      // pin workers to first_core.. (-1: no pinning)
   bool controller = false;  // run-time rank controller on decode passes
-  int decode_rows = 16;     // passes of at most this many rows are decode steps
   int rows_max = 512;       // most rows one hand-off may carry
   SimdLevel level = SimdLevel::Scalar;
   int64_t slack_ns = 1500;  // controller: GPU waits below this count as none
   double probe = 0.02;      // controller: relative level increase per pass without a wait
 };
 
-// Sums since the last reset (decode passes unless said otherwise).
+// Sums since the last reset (decode passes unless said otherwise; the GPU marks prefill passes in
+// the header).
 struct CompServerStats {
   int64_t steps = 0;
   double cpu_busy_ns = 0, gpu_wait_ns = 0;
@@ -128,6 +129,7 @@ class CompServer {
   std::vector<double> level_;            // controller level per point
   std::vector<int64_t> span_ns_;         // last span per point
   std::vector<int> rows_;                // rows of the last hand-off per point
+  std::vector<char> prefill_;            // whether it was a prefill pass
   std::vector<double> rank_sum_;         // per linear: Σ ranks over decode passes
   CompServerStats st_;
   std::string error_;
