@@ -90,9 +90,9 @@ __global__ void import_kernel(float* __restrict__ out, int ld_out, int n, CompIm
   const int row = blockIdx.y;
   int width = 0;
   for (int j = 0; j < d.n; ++j) width += d.d_out[j];
-  const int c0 = blockIdx.x * kChunk;
-  const int c1 = min(width, c0 + kChunk);
-  for (int c = c0 + threadIdx.x; c < c1; c += kThreads) {
+  // one element per thread: every read of y (a PCIe round trip) is in flight at once
+  const int c = blockIdx.x * kThreads + threadIdx.x;
+  if (c < width) {
     int j = 0, base = 0, off = 0;
     while (c >= base + d.d_out[j]) {
       base += d.d_out[j];
@@ -141,7 +141,7 @@ void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompC
                  int P, int p, bool record_wait, bool add, cudaStream_t s) {
   int width = 0;
   for (int j = 0; j < d.n; ++j) width += d.d_out[j];
-  const dim3 grid(add ? (width + kChunk - 1) / kChunk : 1, add ? n : 1);
+  const dim3 grid(add ? (width + kThreads - 1) / kThreads : 1, add ? n : 1);
   launch_k("comp_import", import_kernel, grid, dim3(kThreads), 0, s, out, ld_out, n, d,
            static_cast<const float*>(ch.y), static_cast<const uint32_t*>(ch.done),
            static_cast<const uint32_t*>(ch.pass), P, p, ch.wait_ns, record_wait ? 1 : 0,

@@ -94,6 +94,7 @@ void CompServer::loop() {
     uint32_t spins = 0;
     while (ready.load(std::memory_order_acquire) < seq) {
       if (stop_.load(std::memory_order_relaxed)) return;
+      __builtin_ia32_pause();  // leave the core's other hyperthread its issue slots
       if (++spins < 4096) continue;
       spins = 0;
       if (now_ns() - t0 > 20000000)

@@ -42,8 +42,7 @@ void WorkerPool::run(const std::function<void(int)>& fn) {
   }
   cv_.notify_all();
   fn(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
-  }
+  while (pending_.load(std::memory_order_acquire) != 0) __builtin_ia32_pause();
   fn_ = nullptr;
 }
 
@@ -54,8 +53,11 @@ void WorkerPool::loop(int worker) {
     // spin briefly for the next generation, then block on it
     const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us_);
     uint64_t g = generation_.load(std::memory_order_acquire);
-    while (g == seen && std::chrono::steady_clock::now() < until)
+    for (uint32_t i = 0; g == seen; ++i) {
+      __builtin_ia32_pause();
       g = generation_.load(std::memory_order_acquire);
+      if ((i & 255) == 255 && std::chrono::steady_clock::now() >= until) break;
+    }
     if (g == seen) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
