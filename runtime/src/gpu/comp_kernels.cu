@@ -31,6 +31,16 @@ __device__ __forceinline__ uint32_t load_sys_acquire(const uint32_t* p) {
   return v;
 }
 
+__device__ __forceinline__ uint32_t load_gpu_acquire(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+__device__ __forceinline__ void store_gpu_release(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
 __device__ __forceinline__ void store_sys_release(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
@@ -65,24 +75,34 @@ __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int
   }
 }
 
-// Waits for DONE >= pass·P + p + 1 (thread 0 of every block spins on the mapped word), then
-// out[row, col_j + c] += y_j[row, c] for the point's layers (y_j read straight from mapped host
-// memory, bypassing the caches); grid (chunks of Σ_j d_out_j, n). Block (0, 0) records its spin
-// in wait_ns[p] (GPU global timer) when `record`.
+// Waits for DONE >= pass·P + p + 1, then out[row, col_j + c] += y_j[row, c] for the point's
+// layers (y_j read straight from mapped host memory, bypassing the caches; one element per
+// thread so every PCIe read is in flight at once); grid (⌈Σ_j d_out_j / 256⌉, n). Only block
+// (0, 0) polls the host word (many pollers of one host address slow every hand-off); it then
+// releases the others through a device word `go`. The grid is small enough (≤ 16 rows × a few
+// dozen blocks) to be co-resident, so the others' spin cannot starve block (0, 0). It records
+// its spin in wait_ns[p] (GPU global timer) when `record`.
 __global__ void import_kernel(float* __restrict__ out, int ld_out, int n, CompImport d,
                               const float* Y, const uint32_t* done, const uint32_t* pass, int P,
-                              int p, uint32_t* wait_ns, int record, int add) {
+                              int p, uint32_t* wait_ns, uint32_t* go, int record, int add) {
   pdl_trigger();
   pdl_wait();
   if (threadIdx.x == 0) {
     const uint32_t seq = *pass * uint32_t(P) + uint32_t(p) + 1;
-    const uint64_t t0 = global_ns();
-    // unsigned difference: correct across the 32-bit wrap
-    while (int32_t(load_sys_acquire(done) - seq) < 0) {
-    }
-    if (record && blockIdx.x == 0 && blockIdx.y == 0) {
-      const uint64_t w = global_ns() - t0;
-      store_sys_release(wait_ns + p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
+    if (blockIdx.x == 0 && blockIdx.y == 0) {
+      const uint64_t t0 = global_ns();
+      // unsigned difference: correct across the 32-bit wrap
+      while (int32_t(load_sys_acquire(done) - seq) < 0) {
+      }
+      if (record) {
+        const uint64_t w = global_ns() - t0;
+        store_sys_release(wait_ns + p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
+      }
+      if (gridDim.x * gridDim.y > 1) store_gpu_release(go, seq);
+    } else {
+      while (int32_t(load_gpu_acquire(go) - seq) < 0) {
+      }
+      __threadfence_system();  // order this block's reads of y after DONE (cumulativity)
     }
   }
   __syncthreads();
@@ -144,7 +164,7 @@ void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompC
   const dim3 grid(add ? (width + kThreads - 1) / kThreads : 1, add ? n : 1);
   launch_k("comp_import", import_kernel, grid, dim3(kThreads), 0, s, out, ld_out, n, d,
            static_cast<const float*>(ch.y), static_cast<const uint32_t*>(ch.done),
-           static_cast<const uint32_t*>(ch.pass), P, p, ch.wait_ns, record_wait ? 1 : 0,
+           static_cast<const uint32_t*>(ch.pass), P, p, ch.wait_ns, ch.go, record_wait ? 1 : 0,
            add ? 1 : 0);
 }
 

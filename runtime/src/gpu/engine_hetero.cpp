@@ -141,6 +141,7 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   int* ints = ints_.as<int>();
   chan_.pass = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 2);
   chan_.counter = reinterpret_cast<unsigned*>(ints + 4 * rows_ + 2 * max_batch_ + 3);
+  chan_.go = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 4);
 
   CompServerConfig cfg;
   cfg.threads = threads;

@@ -147,6 +147,7 @@ struct CompChannelDev {
   uint32_t* wait_ns = nullptr;     // [P] GPU spin before each point's correction was there
   uint32_t* pass = nullptr;        // device: forward passes that used the channel so far
   unsigned* counter = nullptr;     // device: block counter of the export kernel (0 between uses)
+  uint32_t* go = nullptr;          // device: the import kernel's poller releases its other blocks
 };
 
 // Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
