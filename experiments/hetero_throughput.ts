@@ -35,7 +35,7 @@ import {
   measureBandwidth,
 } from "../ffi/gpu.ts";
 import { benchLowRank, HciError, libraryVersion } from "../ffi/mod.ts";
-import { lineFigure, type Series, writeFigure } from "../results/figure.ts";
+import { lineFigure, type Series } from "../results/figure.ts";
 import { collectProvenance } from "../results/provenance.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment, NamedFigure, PointRunner } from "./experiment.ts";
