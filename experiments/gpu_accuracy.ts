@@ -19,6 +19,7 @@ import { loadTokenizer } from "../datasets/mod.ts";
 import { deviceInfo, GpuModel } from "../ffi/gpu.ts";
 import { libraryVersion, Model, Session } from "../ffi/mod.ts";
 import { collectProvenance } from "../results/provenance.ts";
+import { gpuProvenance } from "./gpu_provenance.ts";
 import { readRecords } from "../results/store.ts";
 import { type Column, toMarkdown } from "../results/table.ts";
 import { tokenizeCorpus } from "./perplexity_eval.ts";
@@ -127,8 +128,7 @@ export async function runGpuAccuracy(
       outPath,
       provenance: async () => ({
         ...(await collectProvenance({ files: [o.model, o.data], library: libraryVersion() })),
-        gpuBuild: dev.build,
-        sourceRevision: Deno.env.get("HCINFER_SOURCE_REVISION") ?? null,
+        ...gpuProvenance(dev.build),
       }),
       runPoint: async (p) => {
         model ??= await Model.load(o.model);

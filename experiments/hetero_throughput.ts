@@ -37,6 +37,7 @@ import {
 import { benchLowRank, HciError, libraryVersion } from "../ffi/mod.ts";
 import { lineFigure, type Series } from "../results/figure.ts";
 import { collectProvenance } from "../results/provenance.ts";
+import { gpuProvenance } from "./gpu_provenance.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment, NamedFigure, PointRunner } from "./experiment.ts";
 import type { SweepRecord } from "./runner.ts";
@@ -450,18 +451,7 @@ export async function openHetero(
   return {
     provenance: async () => ({
       ...(await collectProvenance({ library: libraryVersion(), seed: config.seed })),
-      gpuBuild: dev.build,
-      sourceRevision: Deno.env.get("HCINFER_SOURCE_REVISION") ?? null,
-      tuning: Object.fromEntries(
-        [
-          "HCINFER_PDL",
-          "HCINFER_FUSE",
-          "HCINFER_FUSE_NORM",
-          "HCINFER_FUSE_SILU",
-          "HCINFER_QGEMV_SIMT",
-        ]
-          .map((k) => [k, Deno.env.get(k) ?? null]),
-      ),
+      ...gpuProvenance(dev.build),
     }),
     runPoint: async (p) => {
       const cpu = isCpu(p.placement);

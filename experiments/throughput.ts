@@ -28,6 +28,7 @@ import {
 import { HciError, libraryVersion, Model, Status } from "../ffi/mod.ts";
 import { lineFigure, type PlotlyFigure } from "../results/figure.ts";
 import { collectProvenance } from "../results/provenance.ts";
+import { gpuProvenance } from "./gpu_provenance.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment, NamedFigure, PointRunner } from "./experiment.ts";
 import type { SweepRecord } from "./runner.ts";
@@ -269,19 +270,7 @@ export async function openThroughput(
         library: libraryVersion(),
         seed: config.seed,
       })),
-      gpuBuild: dev.build,
-      sourceRevision: Deno.env.get("HCINFER_SOURCE_REVISION") ?? null,
-      // the engine's tuning switches in force (unset = the library's defaults)
-      tuning: Object.fromEntries(
-        [
-          "HCINFER_PDL",
-          "HCINFER_FUSE",
-          "HCINFER_FUSE_NORM",
-          "HCINFER_FUSE_SILU",
-          "HCINFER_QGEMV_SIMT",
-        ]
-          .map((k) => [k, Deno.env.get(k) ?? null]),
-      ),
+      ...gpuProvenance(dev.build),
     }),
     runPoint: async (p) => {
       if (p.engine === "hf") {

@@ -24,9 +24,6 @@ constexpr int kGemvMaxRows = 16;             // rows up to which matrix products
 constexpr int kGemvFloatRows = 2;            // float weights: GEMV up to this many rows (cuBLAS above)
 constexpr int64_t kWorkspaceBytes = 32 << 20;  // cuBLAS workspace
 constexpr int64_t kDeqScratchBytes = 16 << 20; // packed-GEMM scratch slice (stays in L2)
-constexpr int kKinds = 7;
-// Input group of each op and the kinds it holds (hci_linear_kind order).
-const int kGroupKinds[4][2] = {{0, 3}, {3, 4}, {4, 6}, {6, 7}};
 
 int64_t charge(int64_t b) { return DeviceAllocator::charge(b); }
 
@@ -41,6 +38,23 @@ const SynthSpec kSynth[] = {
     {"llama-3-8b", {32, 4096, 32, 8, 128, 14336, 128256, 8192, false, 500000.0, 1e-5}},
     {"test", {2, 512, 8, 4, 64, 1408, 1000, 1024, false, 10000.0, 1e-5}},
 };
+
+void put_f16(uint8_t* dst, const float* src, int64_t n, DType t) {
+  uint16_t* o = reinterpret_cast<uint16_t*>(dst);
+  if (t == DType::BF16)
+    for (int64_t i = 0; i < n; ++i) o[i] = host_f32_to_bf16(src[i]);
+  else
+    for (int64_t i = 0; i < n; ++i) o[i] = host_f32_to_f16(src[i]);
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
 
 // d_out and d_in of kind k.
 void kind_dims(const Shape& s, int k, int& d_out, int& d_in) {
@@ -64,23 +78,6 @@ int kind_col(const Shape& s, int k) {
     default: return 0;
   }
 }
-
-void put_f16(uint8_t* dst, const float* src, int64_t n, DType t) {
-  uint16_t* o = reinterpret_cast<uint16_t*>(dst);
-  if (t == DType::BF16)
-    for (int64_t i = 0; i < n; ++i) o[i] = host_f32_to_bf16(src[i]);
-  else
-    for (int64_t i = 0; i < n; ++i) o[i] = host_f32_to_f16(src[i]);
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Construction

@@ -33,6 +33,15 @@ struct Shape {
   int kvd() const { return n_kv_heads * head_dim; }
 };
 
+// Linears per block, in hci_linear_kind order (q, k, v, o, gate, up, down), and the kinds of each
+// input group [begin, end): 0 q/k/v (attention input), 1 o, 2 gate/up (MLP input), 3 down.
+constexpr int kKinds = 7;
+constexpr int kGroupKinds[4][2] = {{0, 3}, {3, 4}, {4, 6}, {6, 7}};
+// d_out and d_in of kind k.
+void kind_dims(const Shape& s, int k, int& d_out, int& d_in);
+// Output column of kind k inside its group's buffer (k at qd, v at qd + kvd, up at d_ff).
+int kind_col(const Shape& s, int k);
+
 // A low-rank correction y[:, out_col : out_col + d_out] += B (A x) inside an op; A [rank_pad, d_in]
 // and B [d_out, rank_pad] in the model dtype, zero-padded to rank_pad (a multiple of 32).
 struct CompSpec {

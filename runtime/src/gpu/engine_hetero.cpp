@@ -24,21 +24,6 @@
 namespace hci::gpu {
 
 namespace {
-constexpr int kKinds = 7;
-const int kGroupKinds[4][2] = {{0, 3}, {3, 4}, {4, 6}, {6, 7}};
-
-void group_dims(int k, int d_model, int qd, int kvd, int dff, int& d_out, int& d_in, int& col) {
-  switch (k) {
-    case HCI_LINEAR_Q: d_out = qd; d_in = d_model; col = 0; break;
-    case HCI_LINEAR_K: d_out = kvd; d_in = d_model; col = qd; break;
-    case HCI_LINEAR_V: d_out = kvd; d_in = d_model; col = qd + kvd; break;
-    case HCI_LINEAR_O: d_out = d_model; d_in = qd; col = 0; break;
-    case HCI_LINEAR_GATE: d_out = dff; d_in = d_model; col = 0; break;
-    case HCI_LINEAR_UP: d_out = dff; d_in = d_model; col = dff; break;
-    default: d_out = d_model; d_in = dff; col = 0; break;
-  }
-}
-
 int64_t align64(int64_t b) { return (b + 63) / 64 * 64; }
 }  // namespace
 
@@ -68,8 +53,9 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
       for (int k = kGroupKinds[g][0]; k < kGroupKinds[g][1]; ++k) {
         const int r = formats_[size_t(l * kKinds + k)].host_rank;
         if (r <= 0) continue;
-        int d_out, col;
-        group_dims(k, sh_.d_model, sh_.qd(), sh_.kvd(), sh_.d_ff, d_out, d_in, col);
+        int d_out;
+        kind_dims(sh_, k, d_out, d_in);
+        const int col = kind_col(sh_, k);
         d_outs.push_back(d_out);
         ranks.push_back(r);
         linears.push_back(l * kKinds + k);

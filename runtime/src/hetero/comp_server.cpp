@@ -250,6 +250,11 @@ void CompServer::set_ranks(const int32_t* ranks, int n) {
   cfg_.controller = false;
 }
 
+bool CompServer::controller() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return cfg_.controller;
+}
+
 std::string CompServer::error() {
   std::lock_guard<std::mutex> lock(mu_);
   return error_;

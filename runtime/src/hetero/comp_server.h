@@ -91,7 +91,7 @@ class CompServer {
 
   int n_points() const { return int(points_.size()); }
   int threads() const { return pool_->size(); }
-  bool controller() const { return cfg_.controller; }
+  bool controller();
   int64_t factor_bytes() const;
   // Rows of x per point and max Σ_j d_out_j: what the channel's buffers must hold per row.
   int max_d_in() const;

@@ -1,0 +1,29 @@
+/**
+ * What a GPU measurement records beside the generic provenance: the library's CUDA build, the
+ * source revision the device ran (its copy of the checkout has no usable git metadata, so the
+ * device scripts pass `HCINFER_SOURCE_REVISION`), and the engine's tuning switches in force.
+ *
+ * @module
+ */
+
+/** The engine's tuning switches (environment variables; unset = the library's defaults). */
+export const GPU_TUNING_VARIABLES = [
+  "HCINFER_PDL",
+  "HCINFER_FUSE",
+  "HCINFER_FUSE_NORM",
+  "HCINFER_FUSE_SILU",
+  "HCINFER_QGEMV_SIMT",
+] as const;
+
+/** GPU provenance fields for a record, given the library's build string (`deviceInfo().build`). */
+export function gpuProvenance(build: string): {
+  gpuBuild: string;
+  sourceRevision: string | null;
+  tuning: Record<string, string | null>;
+} {
+  return {
+    gpuBuild: build,
+    sourceRevision: Deno.env.get("HCINFER_SOURCE_REVISION") ?? null,
+    tuning: Object.fromEntries(GPU_TUNING_VARIABLES.map((k) => [k, Deno.env.get(k) ?? null])),
+  };
+}
