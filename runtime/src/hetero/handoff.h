@@ -6,8 +6,8 @@
 //
 //   GPU stream (in the captured decode graph)       CPU worker (a host thread)
 //   1. copy x_p to host buffer X[p]
-//   2. write READY = seq  (stream write-value,       a. spin until READY >= seq (acquire)
-//      ordered after 1 on the stream)                b. read X[p]; compute y = B(A x)
+//   2. write READY = seq  (system-scope release,     a. spin until READY >= seq (acquire)
+//      after 1's writes are fenced)                  b. read X[p]; compute y = B(A x)
 //   3. ... backbone kernels of the layer ...         c. write Y[p]
 //                                                     d. store DONE = seq (release)
 //   4. wait DONE >= seq (stream wait-value)
@@ -24,8 +24,14 @@
 // The words are 32-bit (stream memory operations' width); 2^32 points is > 10^7 steps of a
 // 400-point model, and the channel is reset between runs.
 //
+// As implemented, one point is in flight at a time (the GPU needs p's correction before it can
+// produce p+1's input), so X[p] and Y[p] are one X and one Y buffer, the words are one pair, and
+// seq is computed on the device from a pass counter so a replayed graph carries the right numbers
+// (GPU side: src/gpu/comp_kernels.cu; CPU side: comp_server.h).
+//
 // This header is the protocol's host side, written so a CPU thread can play the GPU's role in
-// tests (runtime/tests/test_hetero.cpp): the same loads/stores the stream would perform.
+// tests (runtime/tests/test_hetero.cpp, test_comp_server.cpp): the same loads/stores the stream
+// would perform.
 #pragma once
 
 #include <atomic>
