@@ -216,6 +216,11 @@ export interface HeteroMetrics {
   /** Prefill rows the CPU compensated and its time on them (the timed repeats' prompts). */
   prefillRows: number | null;
   prefillCpuMs: number | null;
+  /**
+   * Involuntary context switches of the CPU workers per decode step (prefill included in the
+   * count): how often the OS took a spinning worker's core. Null where the OS does not tell.
+   */
+  cpuPreemptionsPerStep: number | null;
   /** Controller runs: the ranks it chose. */
   chosenRanks: ChosenRanks | null;
   device: string;
@@ -439,6 +444,7 @@ export async function openHetero(
     rankFraction: null,
     prefillRows: null,
     prefillCpuMs: null,
+    cpuPreemptionsPerStep: null,
     chosenRanks: null,
     device: dev.name,
     ...extra,
@@ -566,6 +572,7 @@ export async function openHetero(
         rankFraction: steps === null ? null : s.rankFraction,
         prefillRows: cpu ? s.prefillRows : null,
         prefillCpuMs: cpu ? s.prefillCpuMs : null,
+        cpuPreemptionsPerStep: s.cpuPreemptions < 0 ? null : per(s.cpuPreemptions),
         chosenRanks: cpu && p.rankController
           ? (() => {
             const ranks = gpu.compRanks();
@@ -846,6 +853,12 @@ const RECORD_COLUMNS: Column<Rec>[] = [
   { key: "metrics.gpuBusyMsPerStep", header: "GPU busy ms/step", format: num(3), align: "right" },
   { key: "metrics.gpuWaitMsPerStep", header: "GPU wait ms/step", format: num(3), align: "right" },
   { key: "metrics.cpuBusyMsPerStep", header: "CPU busy ms/step", format: num(3), align: "right" },
+  {
+    key: "metrics.cpuPreemptionsPerStep",
+    header: "worker preemptions/step",
+    format: num(2),
+    align: "right",
+  },
   { key: "metrics.cpuRooflineMs", header: "CPU roofline ms", format: num(3), align: "right" },
   { key: "metrics.factorBytesPerStep", header: "factor MB/step", format: mb, align: "right" },
   { key: "metrics.bytesToHostPerStep", header: "to host kB/step", format: kb, align: "right" },
@@ -918,6 +931,7 @@ const CSV_COLUMNS: Column<Rec>[] = [
     "rankFraction",
     "prefillRows",
     "prefillCpuMs",
+    "cpuPreemptionsPerStep",
   ].map((k) => ({ key: `metrics.${k}`, header: k })),
   {
     key: "metrics.chosenRanks",

@@ -211,6 +211,7 @@ function record(p: Partial<HeteroPoint>, m: Partial<HeteroMetrics>): Rec {
     rankFraction: null,
     prefillRows: null,
     prefillCpuMs: null,
+    cpuPreemptionsPerStep: null,
     chosenRanks: null,
     device: "NVIDIA H100 80GB HBM3",
     ...m,

@@ -299,7 +299,8 @@ export interface GpuOptions {
   prefillChunk?: number;
   /**
    * CPU placements: compensation worker threads, the serving thread included (0 or absent = the
-   * library's default: the cores from `cpuFirstCore` on, at most 32).
+   * library's default: the cores from `cpuFirstCore` on but the last two, which stay free for the
+   * rest of the process and the OS; at most 32).
    */
   cpuThreads?: number;
   /**
@@ -700,10 +701,15 @@ export interface CompStats {
   prefillRows: number;
   /** CPU time on them, ms. */
   prefillCpuMs: number;
+  /**
+   * Involuntary context switches of the worker threads (the OS gave a spinning worker's core to
+   * another thread); -1 where the OS does not tell.
+   */
+  cpuPreemptions: number;
 }
 
 /** `sizeof(hci_gpu_comp_stats)`. */
-export const GPU_COMP_STATS_SIZE = 96;
+export const GPU_COMP_STATS_SIZE = 104;
 
 /** Decodes an `hci_gpu_comp_stats`. */
 export function decodeCompStats(bytes: Uint8Array): CompStats {
@@ -726,6 +732,7 @@ export function decodeCompStats(bytes: Uint8Array): CompStats {
     rankFraction: f(72),
     prefillRows: l(80),
     prefillCpuMs: f(88),
+    cpuPreemptions: l(96),
   };
 }
 

@@ -175,8 +175,8 @@ Deno.test("encodeSynthParams / decodeSynthParams: the 24-byte ABI-2 layout", () 
   assert.throws(() => encodeSynthParams(defaults, { seed: -1 }), /seed must be/);
 });
 
-Deno.test("decodeCompStats reads the documented offsets (96 bytes)", () => {
-  assert.equal(GPU_COMP_STATS_SIZE, 96);
+Deno.test("decodeCompStats reads the documented offsets (104 bytes)", () => {
+  assert.equal(GPU_COMP_STATS_SIZE, 104);
   const b = new Uint8Array(GPU_COMP_STATS_SIZE);
   const v = new DataView(b.buffer);
   v.setInt32(0, 3, true);
@@ -193,6 +193,7 @@ Deno.test("decodeCompStats reads the documented offsets (96 bytes)", () => {
   v.setFloat64(72, 0.625, true);
   v.setBigInt64(80, 384n, true);
   v.setFloat64(88, 41.5, true);
+  v.setBigInt64(96, 17n, true);
   assert.deepEqual(decodeCompStats(b), {
     placement: "cpu-async",
     nPoints: 128,
@@ -208,6 +209,7 @@ Deno.test("decodeCompStats reads the documented offsets (96 bytes)", () => {
     rankFraction: 0.625,
     prefillRows: 384,
     prefillCpuMs: 41.5,
+    cpuPreemptions: 17,
   });
   v.setInt32(0, 1, true);
   assert.equal(decodeCompStats(b).placement, "gpu");

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HCI_GPU_ABI_VERSION 2
+#define HCI_GPU_ABI_VERSION 3
 
 typedef struct hci_gpu_model hci_gpu_model;  // weights, KV cache and buffers on one GPU
 
@@ -163,7 +163,9 @@ typedef struct hci_gpu_params {
                           // by the library's allocator; 0 = none (the device's free memory)
   int32_t prefill_chunk;  // rows per forward step (activation buffers); 0 = 512
   int32_t cpu_threads;    // CPU placements: compensation worker threads, the serving thread
-                          // included; 0 = the cores from cpu_first_core on (at most 32)
+                          // included; 0 = the cores from cpu_first_core on but the last two
+                          // (left to the rest of the process and the OS; all of them where
+                          // fewer than 5), at most 32
   int32_t cpu_first_core; // CPU placements: workers pinned to cores cpu_first_core ..
                           // cpu_first_core + cpu_threads - 1 (default 2: cores 0 and 1 are left
                           // to the thread feeding the GPU and the driver); -1 = no pinning
@@ -339,6 +341,9 @@ typedef struct hci_gpu_comp_stats {
   double rank_fraction;     // decode: mean over steps of (Σ ranks used / Σ full ranks)
   int64_t prefill_rows;     // rows of prefill served by the CPU since the last reset
   double prefill_cpu_ms;    // CPU time on them
+  int64_t cpu_preemptions;  // involuntary context switches of the worker threads since the last
+                            // reset (the OS gave a spinning worker's core to another thread);
+                            // -1 where the OS does not tell (ABI 3)
 } hci_gpu_comp_stats;
 
 // Fills `out` (all zero but placement for NONE and GPU placements).

@@ -1,5 +1,7 @@
 // CPU compensation kernels against a float64 reference, and the cpu-async hand-off protocol
 // with a CPU thread standing in for the GPU stream.
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -10,6 +12,7 @@
 #include "error.h"
 #include "hetero/comp_point.h"
 #include "hetero/handoff.h"
+#include "hetero/worker_pool.h"
 #include "test_util.h"
 
 using namespace hci;
@@ -160,6 +163,29 @@ TEST(broken_handoff_is_detected) {
   stop.store(true);
   cpu.join();
   CHECK(wrong > 0);
+}
+
+TEST(pool_counts_workers_preempted) {
+  // Two workers pinned to one core, both busy for 60 ms: the scheduler must take the core from
+  // one of them (time slices are a few ms), and the pool's count has to show it.
+  cpu_set_t allowed;
+  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  int core = 0;
+  while (core < CPU_SETSIZE && !CPU_ISSET(core, &allowed)) ++core;
+  cpu_set_t old = allowed;
+  {
+    WorkerPool pool(2, {core, core});
+    pool.run([](int) {});  // the caller joins the pool (worker 0)
+    const int64_t before = pool.involuntary_switches();
+    CHECK(before >= 0);
+    pool.run([](int) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(60);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    });
+    CHECK(pool.involuntary_switches() > before);
+  }
+  sched_setaffinity(0, sizeof old, &old);  // the pool pinned this thread
 }
 
 TEST_MAIN()

@@ -75,53 +75,237 @@ __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int
   }
 }
 
-// Waits for DONE >= pass·P + p + 1, then out[row, col_j + c] += y_j[row, c] for the point's
-// layers (y_j read straight from mapped host memory, bypassing the caches; one element per
-// thread so every PCIe read is in flight at once); grid (⌈Σ_j d_out_j / 256⌉, n). Only block
-// (0, 0) polls the host word (many pollers of one host address slow every hand-off); it then
-// releases the others through a device word `go`. The grid is small enough (≤ 16 rows × a few
-// dozen blocks) to be co-resident, so the others' spin cannot starve block (0, 0). It records
-// its spin in wait_ns[p] (GPU global timer) when `record`.
-__global__ void import_kernel(float* __restrict__ out, int ld_out, int n, CompImport d,
-                              const float* Y, const uint32_t* done, const uint32_t* pass, int P,
-                              int p, uint32_t* wait_ns, uint32_t* go, int record, int add) {
-  pdl_trigger();
-  pdl_wait();
+// ---- import: wait for the CPU's correction and add it -------------------------------------------
+//
+// Every kernel triggers its dependents at its start (launch.cuh), so an import kernel is resident
+// while the backbone product before it still runs. It uses that time: block (0, 0) polls the host
+// DONE word and releases the other blocks through the device word `go` (many pollers of one host
+// address slow every hand-off), and every thread reads its y values from mapped host memory
+// (PCIe round trips) *before* griddepcontrol.wait; only the add into the product's output waits
+// for the product. Reading `pass` before the wait is safe: it changes only at the end of a pass,
+// and the next pass starts behind a full dependency (a graph launch or a cuBLAS kernel).
+//
+// GPU wait: warp 1 of block (0, 0) waits for the product alone and stamps the time; the wait is
+// how much later DONE was seen (0 when the correction was there first). With `record`, stored in
+// wait_ns[p]; the rank controller works from it.
+
+// Block-level: returns after DONE >= seq is visible to this block's threads. t_done: the time
+// block (0, 0) saw DONE (other blocks: unset). t_prod: the time the product finished (block
+// (0, 0) with `record`, else unset).
+__device__ __forceinline__ void await_correction(const CompChannelDev& ch, uint32_t seq,
+                                                 bool record, uint64_t* t_done,
+                                                 uint64_t* t_prod) {
+  const bool poller = blockIdx.x == 0 && blockIdx.y == 0;
   if (threadIdx.x == 0) {
-    const uint32_t seq = *pass * uint32_t(P) + uint32_t(p) + 1;
-    if (blockIdx.x == 0 && blockIdx.y == 0) {
-      const uint64_t t0 = global_ns();
+    if (poller) {
       // unsigned difference: correct across the 32-bit wrap
-      while (int32_t(load_sys_acquire(done) - seq) < 0) {
+      while (int32_t(load_sys_acquire(ch.done) - seq) < 0) {
       }
-      if (record) {
-        const uint64_t w = global_ns() - t0;
-        store_sys_release(wait_ns + p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
-      }
-      if (gridDim.x * gridDim.y > 1) store_gpu_release(go, seq);
+      *t_done = global_ns();
+      if (gridDim.x * gridDim.y > 1) store_gpu_release(ch.go, seq);
     } else {
-      while (int32_t(load_gpu_acquire(go) - seq) < 0) {
+      while (int32_t(load_gpu_acquire(ch.go) - seq) < 0) {
       }
       __threadfence_system();  // order this block's reads of y after DONE (cumulativity)
     }
+  } else if (threadIdx.x == 32 && poller && record) {
+    pdl_wait();
+    *t_prod = global_ns();
   }
   __syncthreads();
-  if (!add) return;
+}
+
+__device__ __forceinline__ void store_wait(const CompChannelDev& ch, int p, uint64_t t_done,
+                                           uint64_t t_prod) {
+  const uint64_t w = t_done > t_prod ? t_done - t_prod : 0;
+  store_sys_release(ch.wait_ns + p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
+}
+
+// y of output column c of `row` (0 where no layer of the point covers c). Y = y_0 | y_1 | ...,
+// y_j [n, d_out_j].
+__device__ __forceinline__ float y_at(const CompImport& d, const float* Y, int n, int row, int c) {
+  int off = 0;
+  for (int j = 0; j < d.n; ++j) {
+    if (c >= d.col[j] && c < d.col[j] + d.d_out[j])
+      return __ldcv(Y + int64_t(n) * off + int64_t(row) * d.d_out[j] + (c - d.col[j]));
+    off += d.d_out[j];
+  }
+  return 0.f;
+}
+
+// Import blocks are small (128 threads, ≤ 64 registers) so that they fit beside the resident
+// blocks of the backbone GEMV and start their polling and prefetch while it runs.
+constexpr int kImportThreads = 128;
+
+// out[row, col_j + c] += y_j[row, c] (with `add`; without it the kernel only waits: cpu-sync's
+// wait before the product); grid (⌈Σ_j d_out_j / 128⌉, n), one element per thread so every read
+// of y is in flight at once. The grid is small (≤ 16 rows × ~100 blocks) and co-resident.
+__global__ void __launch_bounds__(kImportThreads, 8)
+    import_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompChannelDev ch,
+                  int P, int p, int record, int add) {
+  __shared__ uint64_t t_done, t_prod;
+  pdl_trigger();
+  const uint32_t seq = *ch.pass * uint32_t(P) + uint32_t(p) + 1;
+  await_correction(ch, seq, record, &t_done, &t_prod);
   const int row = blockIdx.y;
   int width = 0;
   for (int j = 0; j < d.n; ++j) width += d.d_out[j];
-  // one element per thread: every read of y (a PCIe round trip) is in flight at once
-  const int c = blockIdx.x * kThreads + threadIdx.x;
-  if (c < width) {
-    int j = 0, base = 0, off = 0;
-    while (c >= base + d.d_out[j]) {
-      base += d.d_out[j];
-      off += d.d_out[j];
-      ++j;
-    }
+  const int c = blockIdx.x * kImportThreads + threadIdx.x;
+  float y = 0.f;
+  int col = -1;
+  if (add && c < width) {  // concatenated index c → layer j, column cc
+    int j = 0, base = 0;
+    while (c >= base + d.d_out[j]) base += d.d_out[j++];
     const int cc = c - base;
-    const float y = __ldcv(Y + int64_t(n) * off + int64_t(row) * d.d_out[j] + cc);
-    out[int64_t(row) * ld_out + d.col[j] + cc] += y;
+    y = __ldcv(ch.y + int64_t(n) * base + int64_t(row) * d.d_out[j] + cc);
+    col = d.col[j] + cc;
+  }
+  pdl_wait();  // the product's output is complete
+  if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+    store_wait(ch, p, t_done, t_prod);
+  if (col >= 0) out[int64_t(row) * ld_out + col] += y;
+}
+
+// ---- import fused with what the decode step does next ------------------------------------------
+//
+// A corrected product cannot run the fusions its kernel would apply (gate/up + SiLU, the RMSNorm
+// after a residual product), and the next point's input would need an export kernel of its own.
+// These kernels do all three after the add; grid (⌈d / 512⌉, n) of 128-thread blocks, each
+// thread kThenPer columns (SiLU: pairs), prefetched before the product ends like import_kernel:
+//   kThenNorm:  out[row, :d] += y; the last block to finish then writes, for every row,
+//               dst[row] = T(gamma ⊙ out[row] / rms(out[row]))
+//   kThenSilu:  out = gate | up [n, 2·dff]; g, u += y; dst[row, j] = T(silu(g_j) · u_j)
+// and, when `next` >= 0, hand dst to the CPU as point `next` (X = float(dst), header, READY)
+// once every row is written.
+
+constexpr int kThenThreads = 128;
+constexpr int kThenPer = 4;
+constexpr int kThenSpan = kThenThreads * kThenPer;
+
+__device__ __forceinline__ float block_sum_small(float v, float* sh) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < int(blockDim.x >> 5) ? sh[lane] : 0.f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  return t;
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+
+// Writes the header of point `next` and READY (after a system fence over the caller's writes of X).
+__device__ __forceinline__ void publish_header(const CompChannelDev& ch, int P, int next,
+                                               uint32_t rows_word) {
+  volatile uint32_t* h = ch.point_rows;
+  h[0] = uint32_t(next);
+  h[1] = rows_word;
+  __threadfence_system();
+  store_sys_release(ch.ready, *ch.pass * uint32_t(P) + uint32_t(next) + 1);
+}
+
+// True in the last block of the grid to get here (after every block's writes before it are
+// visible device-wide); that block resets the counter.
+__device__ __forceinline__ bool last_block(unsigned* counter, bool system_scope) {
+  __shared__ int last;
+  if (system_scope) __threadfence_system();
+  else __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1u) == gridDim.x * gridDim.y - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
+template <typename T, int OP>
+__global__ void __launch_bounds__(kThenThreads, 8)
+    import_then_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompThen th,
+                       CompChannelDev ch, int P, int p, int record) {
+  __shared__ uint64_t t_done, t_prod;
+  __shared__ float sh[32];
+  pdl_trigger();
+  const uint32_t seq = *ch.pass * uint32_t(P) + uint32_t(p) + 1;
+  await_correction(ch, seq, record, &t_done, &t_prod);
+  const int row = blockIdx.y;
+  const int c0 = blockIdx.x * kThenSpan + threadIdx.x;
+  constexpr int V = OP == kThenSilu ? 2 * kThenPer : kThenPer;
+  float y[V];
+#pragma unroll
+  for (int i = 0; i < kThenPer; ++i) {
+    const int c = c0 + i * kThenThreads;
+    const bool ok = c < th.d;
+    if constexpr (OP == kThenSilu) {
+      y[2 * i] = ok ? y_at(d, ch.y, n, row, c) : 0.f;
+      y[2 * i + 1] = ok ? y_at(d, ch.y, n, row, th.d + c) : 0.f;
+    } else {
+      y[i] = ok ? y_at(d, ch.y, n, row, c) : 0.f;
+    }
+  }
+  pdl_wait();  // the product's output is complete
+  if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
+    store_wait(ch, p, t_done, t_prod);
+  const bool hand = th.next >= 0;
+  if constexpr (OP == kThenSilu) {
+    const float* o = out + int64_t(row) * ld_out;
+    T* dst = static_cast<T*>(th.dst) + int64_t(row) * th.ld_dst;
+    float* X = ch.x + int64_t(row) * th.d;
+#pragma unroll
+    for (int i = 0; i < kThenPer; ++i) {
+      const int c = c0 + i * kThenThreads;
+      if (c >= th.d) continue;
+      const float g = o[c] + y[2 * i], u = o[th.d + c] + y[2 * i + 1];
+      const T h = from_f32<T>(g / (1.0f + expf(-g)) * u);
+      dst[c] = h;
+      if (hand) X[c] = to_f(h);
+    }
+    if (hand && last_block(ch.counter, true)) {
+      if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
+    }
+  } else {
+    float* o = out + int64_t(row) * ld_out;
+#pragma unroll
+    for (int i = 0; i < kThenPer; ++i) {
+      const int c = c0 + i * kThenThreads;
+      if (c < th.d) o[c] += y[i];
+    }
+    if (!last_block(ch.counter, false)) return;
+    // every row is corrected: normalize them (rows of a decode step: n ≤ 16)
+    for (int b = 0; b < n; ++b) {
+      const float* xr = out + int64_t(b) * ld_out;
+      T* dst = static_cast<T*>(th.dst) + int64_t(b) * th.ld_dst;
+      float* X = ch.x + int64_t(b) * th.d;
+      float ss = 0.f;
+      for (int j = threadIdx.x; j < th.d; j += kThenThreads) {
+        const float v = __ldcg(xr + j);  // written by other multiprocessors: bypass L1
+        ss += v * v;
+      }
+      const float inv = rsqrtf(block_sum_small(ss, sh) / float(th.d) + th.eps);
+      for (int j = threadIdx.x; j < th.d; j += kThenThreads) {
+        const T v = from_f32<T>(th.gamma[j] * (__ldcg(xr + j) * inv));
+        dst[j] = v;
+        if (hand) X[j] = to_f(v);
+      }
+    }
+    if (hand) {
+      __threadfence_system();
+      __syncthreads();
+      if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
+    }
   }
 }
 
@@ -161,11 +345,33 @@ void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompC
                  int P, int p, bool record_wait, bool add, cudaStream_t s) {
   int width = 0;
   for (int j = 0; j < d.n; ++j) width += d.d_out[j];
-  const dim3 grid(add ? (width + kThreads - 1) / kThreads : 1, add ? n : 1);
-  launch_k("comp_import", import_kernel, grid, dim3(kThreads), 0, s, out, ld_out, n, d,
-           static_cast<const float*>(ch.y), static_cast<const uint32_t*>(ch.done),
-           static_cast<const uint32_t*>(ch.pass), P, p, ch.wait_ns, ch.go, record_wait ? 1 : 0,
-           add ? 1 : 0);
+  const dim3 grid(add ? (width + kImportThreads - 1) / kImportThreads : 1, add ? n : 1);
+  launch_k("comp_import", import_kernel, grid, dim3(kImportThreads), 0, s, out, ld_out, n, d, ch, P, p,
+           record_wait ? 1 : 0, add ? 1 : 0);
+}
+
+bool comp_import_then_fits(int d) { return d > 0 && d <= 65536; }
+
+void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
+                      const CompThen& then, const CompChannelDev& ch, int P, int p,
+                      bool record_wait, cudaStream_t s) {
+  if (!comp_import_then_fits(then.d) || (then.op != kThenNorm && then.op != kThenSilu))
+    fail(HCI_ERR_INTERNAL, "comp_import_then: unsupported width or operation");
+  const dim3 grid((then.d + kThenSpan - 1) / kThenSpan, n), block(kThenThreads);
+  const int rec = record_wait ? 1 : 0;
+#define HCI_THEN(T)                                                                            \
+  if (then.op == kThenNorm)                                                                    \
+    launch_k("comp_import_norm", import_then_kernel<T, kThenNorm>, grid, block, 0, s, out,     \
+             ld_out, n, d, then, ch, P, p, rec);                                               \
+  else                                                                                         \
+    launch_k("comp_import_silu", import_then_kernel<T, kThenSilu>, grid, block, 0, s, out,     \
+             ld_out, n, d, then, ch, P, p, rec);
+  switch (t) {
+    case DType::F16: HCI_THEN(__half) break;
+    case DType::BF16: HCI_THEN(__nv_bfloat16) break;
+    default: HCI_THEN(float) break;
+  }
+#undef HCI_THEN
 }
 
 void comp_pass_end(const CompChannelDev& ch, cudaStream_t s) {

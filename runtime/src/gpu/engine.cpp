@@ -839,6 +839,21 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   int pt[4] = {-1, -1, -1, -1};
   if (host_comp_now_)
     for (int g = 0; g < 4; ++g) pt[g] = point_of_[size_t(l * 4 + g)];
+  // Decode with CPU compensation: a point's import kernel also applies what the corrected product
+  // could not fuse (the RMSNorm after o and down, SiLU gating after gate/up) and hands the next
+  // point its input, in place of three kernels (comp_import_then).
+  const bool then = host_comp_now_ && decode_active_;
+  auto then_norm = [&](const float* gamma, int next) {
+    CompThen th;
+    th.op = kThenNorm;
+    th.d = d;
+    th.gamma = gamma;
+    th.eps = eps;
+    th.dst = xn_.get();
+    th.ld_dst = d;
+    th.next = next;
+    return th;
+  };
   if (!xn_ready_)
     rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.attn_norm_off), n, d, eps,
             xn_.get(), d, stream_);
@@ -871,7 +886,14 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   for (const LinOp& op : B.ops[1])
     normed = run_op(op, base, att_.get(), qd, n, x, d, true,
                     fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
-  if (pt[1] >= 0) end_point(pt[1], x, d, n);
+  if (pt[1] >= 0) {
+    if (then && comp_import_then_fits(d)) {
+      end_point_then(pt[1], x, d, n, then_norm(ne.gamma, pt[2]));
+      normed = true;
+    } else {
+      end_point(pt[1], x, d, n);
+    }
+  }
   mark(kProfO);
   if (!normed)
     rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.mlp_norm_off), n, d, eps,
@@ -881,10 +903,21 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   if (pt[2] >= 0 || !gate_up_fused(B, base, n)) {
     for (const LinOp& op : B.ops[2])
       run_op(op, base, xn_.get(), d, n, gu_.as<float>(), 2 * dff, false);
-    if (pt[2] >= 0) end_point(pt[2], gu_.as<float>(), 2 * dff, n);
-    mark(kProfGateUp);
-    silu_mul(dt_, gu_.as<float>(), 2 * dff, dff, n, h_.get(), dff, stream_);
-    mark(kProfSilu);
+    if (pt[2] >= 0 && then && comp_import_then_fits(dff)) {
+      CompThen th;
+      th.op = kThenSilu;
+      th.d = dff;
+      th.dst = h_.get();
+      th.ld_dst = dff;
+      th.next = pt[3];
+      end_point_then(pt[2], gu_.as<float>(), 2 * dff, n, th);
+      mark(kProfGateUp);
+    } else {
+      if (pt[2] >= 0) end_point(pt[2], gu_.as<float>(), 2 * dff, n);
+      mark(kProfGateUp);
+      silu_mul(dt_, gu_.as<float>(), 2 * dff, dff, n, h_.get(), dff, stream_);
+      mark(kProfSilu);
+    }
   } else {
     mark(kProfGateUp);
   }
@@ -899,7 +932,20 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   for (const LinOp& op : B.ops[3])
     normed = run_op(op, base, h_.get(), dff, n, x, d, true,
                     fuse && pt[3] < 0 && B.ops[3].size() == 1 ? &ne : nullptr);
-  if (pt[3] >= 0) end_point(pt[3], x, d, n);
+  if (pt[3] >= 0) {
+    // the next block's attention norm (its weights must be resident) or the final norm
+    const bool last = l + 1 == sh_.n_layers;
+    if (then && comp_import_then_fits(d) && (last || l + 1 < n_resident_)) {
+      const float* gamma =
+          last ? final_norm_.as<float>()
+               : reinterpret_cast<const float*>(arenas_[size_t(l + 1)].as<uint8_t>() +
+                                                layouts_[size_t(l + 1)].attn_norm_off);
+      end_point_then(pt[3], x, d, n, then_norm(gamma, last ? -1 : point_of_[size_t(l + 1) * 4]));
+      normed = true;
+    } else {
+      end_point(pt[3], x, d, n);
+    }
+  }
   xn_ready_ = normed;
   mark(kProfDown);
 }
@@ -911,6 +957,7 @@ void GpuModel::run_layers(int n) {
   host_comp_now_ = server_ && !(prefill && p_.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
   gpu_comp_now_ = placement_ == HCI_GPU_PLACE_GPU || (server_ && !host_comp_now_);
   if (server_) check_server();
+  exported_ = -1;
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);
   mark(kProfOther);
   for (int l = 0; l < sh_.n_layers; ++l) {

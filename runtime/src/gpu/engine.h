@@ -121,6 +121,8 @@ class GpuModel {
   void setup_host_comp(const Model* m, uint64_t seed);
   void begin_point(int pt, const void* in, int ld_in, int d_in, int n);
   void end_point(int pt, float* out, int ld_out, int n);
+  // end_point, then `then` (kernels.h CompThen); its `next` point counts as exported.
+  void end_point_then(int pt, float* out, int ld_out, int n, const CompThen& then);
   void check_server();
   void build_rope_table();
 
@@ -197,6 +199,7 @@ class GpuModel {
   int64_t chan_bytes_ = 0;
   int worker_first_core_ = -1;
   CompChannelDev chan_{};
+  int exported_ = -1;  // point whose input a fused import already handed to the CPU (-1: none)
 
   std::map<int, cudaGraphExec_t> graphs_;
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,

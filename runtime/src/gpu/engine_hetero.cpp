@@ -5,6 +5,9 @@
 // Per point (one input group of one block) in a pass:
 //   cpu-async:  export x → READY | backbone product(s) of the group | wait DONE, add y
 //   cpu-sync:   export x → READY | wait DONE | backbone product(s) | add y
+// In decode steps the import after o, gate/up and down also applies the RMSNorm / SiLU gating
+// that follows and exports the next point's input (comp_import_then), so those points cost one
+// kernel of their own instead of four.
 // so cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
 // while the CPU computes), and cpu-async overlaps them. Everything is stream work, so both run
 // inside the captured decode graph.
@@ -32,12 +35,19 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   const FactorType ft = p_.factor_dtype == HCI_GPU_FACTOR_F32   ? FactorType::F32
                         : p_.factor_dtype == HCI_GPU_FACTOR_F16 ? FactorType::F16
                                                                 : FactorType::BF16;
-  // Worker threads and cores: by default every core from cpu_first_core on.
+  // Worker threads and cores: by default the cores from cpu_first_core on but the last two, which
+  // stay free for the rest of the process and the OS. Measured on the H100 host (16 vCPUs, W4 7B
+  // cpu-async r16): with a worker on every core up to the last, other threads preempted a
+  // spinning worker 0.3–1.7 times per decode step, each time stalling a parallel section for a
+  // scheduler time slice (milliseconds), and tokens/s halved from one run to the next.
   const int hw = int(std::max(1u, std::thread::hardware_concurrency()));
   int first = p_.cpu_first_core;
   if (first >= hw) first = -1;  // no such core: do not pin
   int threads = p_.cpu_threads;
-  if (threads == 0) threads = std::clamp(hw - std::max(first, 0), 1, 32);
+  if (threads == 0) {
+    const int avail = hw - std::max(first, 0);
+    threads = std::clamp(avail > 4 ? avail - 2 : avail, 1, 32);
+  }
   if (first >= 0 && first + threads > hw) first = -1;
 
   std::vector<ServedPoint> points;
@@ -140,7 +150,9 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
 }
 
 void GpuModel::begin_point(int pt, const void* in, int ld_in, int d_in, int n) {
-  comp_export(dt_, in, ld_in, d_in, n, !decode_active_, chan_, n_points_, pt, stream_);
+  if (exported_ != pt)  // (else the previous point's fused import handed x over)
+    comp_export(dt_, in, ld_in, d_in, n, !decode_active_, chan_, n_points_, pt, stream_);
+  exported_ = -1;
   if (placement_ == HCI_GPU_PLACE_CPU_SYNC)  // wait here, before the backbone product
     comp_import(nullptr, 0, n, point_import_[size_t(pt)], chan_, n_points_, pt, true, false,
                 stream_);
@@ -149,6 +161,12 @@ void GpuModel::begin_point(int pt, const void* in, int ld_in, int d_in, int n) {
 void GpuModel::end_point(int pt, float* out, int ld_out, int n) {
   comp_import(out, ld_out, n, point_import_[size_t(pt)], chan_, n_points_, pt,
               placement_ == HCI_GPU_PLACE_CPU_ASYNC, true, stream_);
+}
+
+void GpuModel::end_point_then(int pt, float* out, int ld_out, int n, const CompThen& then) {
+  comp_import_then(dt_, out, ld_out, n, point_import_[size_t(pt)], then, chan_, n_points_, pt,
+                   placement_ == HCI_GPU_PLACE_CPU_ASYNC, stream_);
+  exported_ = then.next;
 }
 
 void GpuModel::check_server() {
@@ -175,6 +193,7 @@ void GpuModel::comp_stats(hci_gpu_comp_stats* o) {
   o->rank_fraction = st.steps ? st.rank_fraction_sum / double(st.steps) : 0.0;
   o->prefill_rows = st.prefill_rows;
   o->prefill_cpu_ms = st.prefill_cpu_ns / 1e6;
+  o->cpu_preemptions = st.preemptions;
 }
 
 void GpuModel::reset_comp_stats() {

@@ -165,6 +165,25 @@ void comp_export(DType t, const void* in, int ld_in, int d_in, int n, bool prefi
 // stores the GPU's wait in wait_ns[p].
 void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompChannelDev& ch,
                  int P, int p, bool record_wait, bool add, cudaStream_t s);
+// What the decode step does right after a point's correction is added (comp_import_then): the
+// fusion the corrected product could not apply, and the export of the next point's input.
+constexpr int kThenNorm = 1;  // RMSNorm of the corrected residual rows [n, d] into dst
+constexpr int kThenSilu = 2;  // SiLU gating of the corrected gate | up rows [n, 2·d] into dst
+struct CompThen {
+  int op = 0;                    // kThenNorm or kThenSilu
+  int d = 0;                     // row width (kThenNorm) or d_ff (kThenSilu)
+  const float* gamma = nullptr;  // [d] RMSNorm weights (kThenNorm)
+  float eps = 0.f;               // RMSNorm epsilon (kThenNorm)
+  void* dst = nullptr;           // [n, ld_dst] dtype t: the normed rows / the gated hidden rows
+  int ld_dst = 0;
+  int next = -1;                 // point whose input dst is, handed to the CPU here; -1: none
+};
+// True when comp_import_then handles rows of width d (≤ 65536).
+bool comp_import_then_fits(int d);
+// comp_import(add) of point p into out [n, ld_out], then `then` (decode rows, n ≤ 16).
+void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
+                      const CompThen& then, const CompChannelDev& ch, int P, int p,
+                      bool record_wait, cudaStream_t s);
 // pass += 1 (end of a forward pass that used the channel).
 void comp_pass_end(const CompChannelDev& ch, cudaStream_t s);
 

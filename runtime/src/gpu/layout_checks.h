@@ -23,7 +23,7 @@ static_assert(sizeof(hci_gpu_params) == 80 && offsetof(hci_gpu_params, placement
               "hci_gpu_params layout");
 static_assert(sizeof(hci_gpu_synth_params) == 24 && offsetof(hci_gpu_synth_params, rank) == 16,
               "hci_gpu_synth_params layout");
-static_assert(sizeof(hci_gpu_comp_stats) == 96 && offsetof(hci_gpu_comp_stats, steps) == 16 &&
+static_assert(sizeof(hci_gpu_comp_stats) == 104 && offsetof(hci_gpu_comp_stats, steps) == 16 &&
                   offsetof(hci_gpu_comp_stats, rank_fraction) == 72 &&
                   offsetof(hci_gpu_comp_stats, prefill_cpu_ms) == 88,
               "hci_gpu_comp_stats layout");

@@ -206,12 +206,17 @@ void CompServer::apply_level(int p) {
 }
 
 CompServerStats CompServer::stats() {
+  const int64_t sw = pool_->involuntary_switches();
   std::lock_guard<std::mutex> lock(mu_);
-  return st_;
+  CompServerStats s = st_;
+  s.preemptions = sw < 0 ? -1 : sw - switches_at_reset_;
+  return s;
 }
 
 void CompServer::reset_stats() {
+  const int64_t sw = pool_->involuntary_switches();
   std::lock_guard<std::mutex> lock(mu_);
+  switches_at_reset_ = sw < 0 ? 0 : sw;
   st_ = CompServerStats{};
   std::fill(rank_sum_.begin(), rank_sum_.end(), 0.0);
 }

@@ -80,6 +80,7 @@ struct CompServerStats {
   double rank_fraction_sum = 0;
   int64_t prefill_rows = 0;
   double prefill_cpu_ns = 0;
+  int64_t preemptions = 0;  // involuntary context switches of the workers (-1: unknown)
 };
 
 class CompServer {
@@ -121,6 +122,7 @@ class CompServer {
   Channel ch_;
   CompServerConfig cfg_;
   std::unique_ptr<WorkerPool> pool_;
+  int64_t switches_at_reset_ = 0;  // pool_->involuntary_switches() at the last reset
   std::vector<float> t_;        // scratch [rows_max · max total rank]
   int rows_max_ = 0;
 

@@ -3,7 +3,12 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <fstream>
+#include <string>
 
 namespace hci {
 
@@ -15,7 +20,9 @@ bool pin_current_thread(int cpu) {
 }
 
 WorkerPool::WorkerPool(int n_threads, std::vector<int> cores)
-    : n_(n_threads < 1 ? 1 : n_threads), cores_(std::move(cores)) {
+    : n_(n_threads < 1 ? 1 : n_threads), cores_(std::move(cores)),
+      tids_(new std::atomic<int>[size_t(n_threads < 1 ? 1 : n_threads)]) {
+  for (int w = 0; w < n_; ++w) tids_[size_t(w)].store(0, std::memory_order_relaxed);
   for (int w = 1; w < n_; ++w) threads_.emplace_back([this, w] { loop(w); });
 }
 
@@ -30,8 +37,9 @@ WorkerPool::~WorkerPool() {
 }
 
 void WorkerPool::run(const std::function<void(int)>& fn) {
-  if (!caller_pinned_ && !cores_.empty()) {
-    pin_current_thread(cores_[0]);
+  if (!caller_pinned_) {
+    if (!cores_.empty()) pin_current_thread(cores_[0]);
+    tids_[0].store(int(syscall(SYS_gettid)), std::memory_order_release);
     caller_pinned_ = true;
   }
   fn_ = &fn;
@@ -48,6 +56,7 @@ void WorkerPool::run(const std::function<void(int)>& fn) {
 
 void WorkerPool::loop(int worker) {
   if (worker < int(cores_.size())) pin_current_thread(cores_[size_t(worker)]);
+  tids_[size_t(worker)].store(int(syscall(SYS_gettid)), std::memory_order_release);
   uint64_t seen = 0;
   for (;;) {
     // spin briefly for the next generation, then block on it
@@ -68,6 +77,27 @@ void WorkerPool::loop(int worker) {
     (*fn_)(worker);
     pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
+}
+
+int64_t WorkerPool::involuntary_switches() const {
+  int64_t sum = 0;
+  for (int w = 0; w < n_; ++w) {
+    const int tid = tids_[size_t(w)].load(std::memory_order_acquire);
+    if (tid == 0) continue;
+    std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/status");
+    if (!f) return -1;
+    std::string line;
+    const std::string key = "nonvoluntary_ctxt_switches:";
+    bool found = false;
+    while (std::getline(f, line))
+      if (line.compare(0, key.size(), key) == 0) {
+        sum += std::stoll(line.substr(key.size()));
+        found = true;
+        break;
+      }
+    if (!found) return -1;
+  }
+  return sum;
 }
 
 }  // namespace hci

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -30,6 +31,10 @@ class WorkerPool {
   void run(const std::function<void(int)>& fn);
   // When idle, workers spin for this many microseconds before sleeping (default 200).
   void set_spin_us(int us) { spin_us_ = us; }
+  // Involuntary context switches of the pool's threads so far (Linux /proc; the caller counts once
+  // it has run a section): how often the OS took a worker's core, e.g. for another process's
+  // thread. -1 where unavailable.
+  int64_t involuntary_switches() const;
 
  private:
   void loop(int worker);
@@ -42,6 +47,7 @@ class WorkerPool {
   std::mutex mu_;               // only for sleeping workers
   std::condition_variable cv_;
   const std::function<void(int)>* fn_ = nullptr;
+  std::unique_ptr<std::atomic<int>[]> tids_;  // [n] Linux thread ids (0: not started yet)
   bool caller_pinned_ = false;
   int spin_us_ = 200;
 };
