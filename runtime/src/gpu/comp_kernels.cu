@@ -172,8 +172,8 @@ __global__ void __launch_bounds__(kImportThreads, 8)
 // after a residual product), and the next point's input would need an export kernel of its own.
 // These kernels do all three after the add; grid (⌈d / 512⌉, n) of 128-thread blocks, each
 // thread kThenPer columns (SiLU: pairs), prefetched before the product ends like import_kernel:
-//   kThenNorm:  out[row, :d] += y; the last block to finish then writes, for every row,
-//               dst[row] = T(gamma ⊙ out[row] / rms(out[row]))
+//   kThenNorm:  out[row, :d] += y; dst[row] = T(gamma ⊙ out[row] / rms(out[row])), the sum of
+//               squares gathered across the row's blocks (device words ss, arrive, depart)
 //   kThenSilu:  out = gate | up [n, 2·dff]; g, u += y; dst[row, j] = T(silu(g_j) · u_j)
 // and, when `next` >= 0, hand dst to the CPU as point `next` (X = float(dst), header, READY)
 // once every row is written.
@@ -277,33 +277,51 @@ __global__ void __launch_bounds__(kThenThreads, 8)
       if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
     }
   } else {
+    // The row's sum of squares across its blocks: each adds its part to ss[row], then all wait
+    // for every block of the grid (they are co-resident: every block started before the next
+    // kernel could launch, and the product before has finished) and normalize their own slice.
+    // The last block to leave zeroes the sums and counters for the next use.
+    __shared__ float row_ss;
     float* o = out + int64_t(row) * ld_out;
+    float part = 0.f;
 #pragma unroll
     for (int i = 0; i < kThenPer; ++i) {
       const int c = c0 + i * kThenThreads;
-      if (c < th.d) o[c] += y[i];
+      if (c >= th.d) continue;
+      y[i] += o[c];  // the corrected residual, kept in registers
+      o[c] = y[i];
+      part += y[i] * y[i];
     }
-    if (!last_block(ch.counter, false)) return;
-    // every row is corrected: normalize them (rows of a decode step: n ≤ 16)
-    for (int b = 0; b < n; ++b) {
-      const float* xr = out + int64_t(b) * ld_out;
-      T* dst = static_cast<T*>(th.dst) + int64_t(b) * th.ld_dst;
-      float* X = ch.x + int64_t(b) * th.d;
-      float ss = 0.f;
-      for (int j = threadIdx.x; j < th.d; j += kThenThreads) {
-        const float v = __ldcg(xr + j);  // written by other multiprocessors: bypass L1
-        ss += v * v;
+    part = block_sum_small(part, sh);
+    if (threadIdx.x == 0) {
+      const uint32_t blocks = gridDim.x * gridDim.y;
+      atomicAdd(ch.ss + row, part);
+      __threadfence();
+      atomicAdd(ch.arrive, 1u);
+      while (load_gpu_acquire(ch.arrive) < blocks) {
       }
-      const float inv = rsqrtf(block_sum_small(ss, sh) / float(th.d) + th.eps);
-      for (int j = threadIdx.x; j < th.d; j += kThenThreads) {
-        const T v = from_f32<T>(th.gamma[j] * (__ldcg(xr + j) * inv));
-        dst[j] = v;
-        if (hand) X[j] = to_f(v);
+      row_ss = atomicAdd(ch.ss + row, 0.f);
+      __threadfence();
+      if (atomicAdd(ch.depart, 1u) == blocks - 1) {
+        for (int b = 0; b < n; ++b) ch.ss[b] = 0.f;
+        *ch.arrive = 0u;
+        *ch.depart = 0u;
+        __threadfence();
       }
     }
-    if (hand) {
-      __threadfence_system();
-      __syncthreads();
+    __syncthreads();
+    const float inv = rsqrtf(row_ss / float(th.d) + th.eps);
+    T* dst = static_cast<T*>(th.dst) + int64_t(row) * th.ld_dst;
+    float* X = ch.x + int64_t(row) * th.d;
+#pragma unroll
+    for (int i = 0; i < kThenPer; ++i) {
+      const int c = c0 + i * kThenThreads;
+      if (c >= th.d) continue;
+      const T v = from_f32<T>(th.gamma[c] * (y[i] * inv));
+      dst[c] = v;
+      if (hand) X[c] = to_f(v);
+    }
+    if (hand && last_block(ch.counter, true)) {
       if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
     }
   }

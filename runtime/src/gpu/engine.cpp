@@ -217,6 +217,10 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     fuse_attn_ = fuse_gate_up_ = any;
     fuse_norm_ = any && fuse_norm && fuse_norm[0] == '1';
     fuse_float_silu_ = any && fuse_silu && fuse_silu[0] == '1';
+    // CPU compensation: decode imports fused with the norm / gating after them and the next
+    // export (comp_import_then); HCINFER_FUSE_COMP=0 runs them as separate kernels.
+    const char* fuse_comp = std::getenv("HCINFER_FUSE_COMP");
+    fuse_comp_ = any && !(fuse_comp && fuse_comp[0] == '0');
     const char* prof = std::getenv("HCINFER_PROFILE");
     profile_ = prof && prof[0] == '1';
   }
@@ -386,7 +390,7 @@ void GpuModel::plan_and_allocate() {
       {"gate/up", R * 2 * dff * 4, &gu_},
       {"MLP hidden", R * dff * T, &h_},
       {"logits", int64_t(logit_rows_) * V * 4, &logits_},
-      {"token and position ids", (4 * R + 2 * max_batch_ + 8) * 4, &ints_},
+      {"token and position ids", (4 * R + 2 * max_batch_ + 32) * 4, &ints_},
       {"per-token NLL", R * 4, &nll_},
   };
   if (!sh_.tied) items.push_back({"output head", V * d * T, &lm_head_own_});
@@ -842,7 +846,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   // Decode with CPU compensation: a point's import kernel also applies what the corrected product
   // could not fuse (the RMSNorm after o and down, SiLU gating after gate/up) and hands the next
   // point its input, in place of three kernels (comp_import_then).
-  const bool then = host_comp_now_ && decode_active_;
+  const bool then = fuse_comp_ && host_comp_now_ && decode_active_ && n <= 16;  // (kernels.h CompChannelDev.ss)
   auto then_norm = [&](const float* gamma, int next) {
     CompThen th;
     th.op = kThenNorm;

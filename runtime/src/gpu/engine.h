@@ -206,6 +206,7 @@ class GpuModel {
   bool fuse_norm_ = true;     // RMSNorm epilogues of the residual GEMVs,
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention
   bool fuse_float_silu_ = false;  // float gate/up GEMV with the SiLU epilogue
+  bool fuse_comp_ = true;     // CPU compensation imports fused with what follows them
   bool decode_active_ = false, xn_ready_ = false;
   unsigned* counter_d_ = nullptr;
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr

@@ -133,11 +133,15 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   chan_.wait_ns = reinterpret_cast<uint32_t*>(dev_of(ch.wait_ns));
   chan_.x = reinterpret_cast<float*>(dev_of(ch.x));
   chan_.y = reinterpret_cast<float*>(dev_of(ch.y));
-  // device words: the pass counter and the export kernel's block counter (zeroed with ints_)
+  // device words (zeroed with ints_): the pass counter, the export kernel's block counter, the
+  // import's release word, the fused RMSNorm's counters and row sums
   int* ints = ints_.as<int>();
   chan_.pass = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 2);
   chan_.counter = reinterpret_cast<unsigned*>(ints + 4 * rows_ + 2 * max_batch_ + 3);
   chan_.go = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 4);
+  chan_.arrive = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 5);
+  chan_.depart = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 6);
+  chan_.ss = reinterpret_cast<float*>(ints + 4 * rows_ + 2 * max_batch_ + 8);  // [16]
 
   CompServerConfig cfg;
   cfg.threads = threads;

@@ -148,6 +148,9 @@ struct CompChannelDev {
   uint32_t* pass = nullptr;        // device: forward passes that used the channel so far
   unsigned* counter = nullptr;     // device: block counter of the export kernel (0 between uses)
   uint32_t* go = nullptr;          // device: the import kernel's poller releases its other blocks
+  float* ss = nullptr;             // device [16]: fused RMSNorm's sums of squares per row (0 between uses)
+  uint32_t* arrive = nullptr;      // device: its blocks arrived (0 between uses)
+  uint32_t* depart = nullptr;      // device: its blocks left (0 between uses)
 };
 
 // Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
