@@ -1,10 +1,13 @@
 // The GPU side of the CPU compensation hand-off (protocol: src/hetero/handoff.h and
-// src/hetero/comp_server.h). Three small kernels, all capturable in the decode graph: the
-// sequence number of a hand-off is computed on the device from a pass counter, so a replayed
-// graph produces the right numbers every step without a host call.
+// src/hetero/comp_server.h): export, import, the fused decode imports and the pass counter, all
+// capturable in the decode graph: the sequence number of a hand-off is computed on the device from
+// a pass counter, so a replayed graph produces the right numbers every step without a host call.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <string>
+
+#include "device_util.cuh"
 #include "kernels.h"
 #include "launch.cuh"
 
@@ -13,11 +16,7 @@ namespace hci::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kChunk = kThreads * 8;  // elements per block
-
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f(float v) { return v; }
+constexpr int kChunk = kThreads * 8;  // elements per block (export)
 
 __device__ __forceinline__ uint64_t global_ns() {
   uint64_t t;
@@ -45,34 +44,45 @@ __device__ __forceinline__ void store_sys_release(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
+// Writes the header of point `next` and READY (after a system fence over the caller's writes of X).
+__device__ __forceinline__ void publish_header(const CompChannelDev& ch, int P, int next,
+                                               uint32_t rows_word) {
+  volatile uint32_t* h = ch.point_rows;
+  h[0] = uint32_t(next);
+  h[1] = rows_word;
+  __threadfence_system();
+  store_sys_release(ch.ready, *ch.pass * uint32_t(P) + uint32_t(next) + 1);
+}
+
+// True in the last block of the grid to get here, after every block has fenced its writes (of X
+// in host memory among them) at system scope; that block resets the counter.
+__device__ __forceinline__ bool last_block(unsigned* counter) {
+  __shared__ int last;
+  __threadfence_system();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(counter, 1u) == gridDim.x * gridDim.y - 1;
+    if (last) *counter = 0;
+  }
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 // in [n, ld_in] → X [n, d_in] float32 in mapped host memory; grid (chunks of d_in, n). The last
 // block to finish writes the header (point, rows) and READY = pass·P + p + 1, each block having
 // fenced its own writes at system scope first, so the CPU sees x complete once it sees READY.
 template <typename T>
 __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int n,
-                              uint32_t rows_word, float* __restrict__ X, uint32_t* ready,
-                              uint32_t* point_rows,
-                              const uint32_t* pass, unsigned* counter, int P, int p) {
+                              uint32_t rows_word, CompChannelDev ch, int P, int p) {
   pdl_trigger();
   pdl_wait();
   const int row = blockIdx.y;
   const int c0 = blockIdx.x * kChunk;
   const int c1 = min(d_in, c0 + kChunk);
   for (int c = c0 + threadIdx.x; c < c1; c += kThreads)
-    X[int64_t(row) * d_in + c] = to_f(in[int64_t(row) * ld_in + c]);
-  __threadfence_system();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned total = gridDim.x * gridDim.y;
-    if (atomicAdd(counter, 1u) == total - 1) {
-      *counter = 0;
-      volatile uint32_t* h = point_rows;
-      h[0] = uint32_t(p);
-      h[1] = rows_word;
-      __threadfence_system();
-      store_sys_release(ready, *pass * uint32_t(P) + uint32_t(p) + 1);
-    }
-  }
+    ch.x[int64_t(row) * d_in + c] = to_float(in[int64_t(row) * ld_in + c]);
+  if (last_block(ch.counter) && threadIdx.x == 0) publish_header(ch, P, p, rows_word);
 }
 
 // ---- import: wait for the CPU's correction and add it -------------------------------------------
@@ -182,56 +192,6 @@ constexpr int kThenThreads = 128;
 constexpr int kThenPer = 4;
 constexpr int kThenSpan = kThenThreads * kThenPer;
 
-__device__ __forceinline__ float block_sum_small(float v, float* sh) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = lane < int(blockDim.x >> 5) ? sh[lane] : 0.f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-  return t;
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) { return v; }
-
-// Writes the header of point `next` and READY (after a system fence over the caller's writes of X).
-__device__ __forceinline__ void publish_header(const CompChannelDev& ch, int P, int next,
-                                               uint32_t rows_word) {
-  volatile uint32_t* h = ch.point_rows;
-  h[0] = uint32_t(next);
-  h[1] = rows_word;
-  __threadfence_system();
-  store_sys_release(ch.ready, *ch.pass * uint32_t(P) + uint32_t(next) + 1);
-}
-
-// True in the last block of the grid to get here (after every block's writes before it are
-// visible device-wide); that block resets the counter.
-__device__ __forceinline__ bool last_block(unsigned* counter, bool system_scope) {
-  __shared__ int last;
-  if (system_scope) __threadfence_system();
-  else __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(counter, 1u) == gridDim.x * gridDim.y - 1;
-    if (last) *counter = 0;
-  }
-  __syncthreads();
-  if (last) __threadfence();
-  return last;
-}
-
 template <typename T, int OP>
 __global__ void __launch_bounds__(kThenThreads, 8)
     import_then_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompThen th,
@@ -269,11 +229,11 @@ __global__ void __launch_bounds__(kThenThreads, 8)
       const int c = c0 + i * kThenThreads;
       if (c >= th.d) continue;
       const float g = o[c] + y[2 * i], u = o[th.d + c] + y[2 * i + 1];
-      const T h = from_f32<T>(g / (1.0f + expf(-g)) * u);
+      const T h = from_float<T>(g / (1.0f + expf(-g)) * u);
       dst[c] = h;
-      if (hand) X[c] = to_f(h);
+      if (hand) X[c] = to_float(h);
     }
-    if (hand && last_block(ch.counter, true)) {
+    if (hand && last_block(ch.counter)) {
       if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
     }
   } else {
@@ -292,7 +252,7 @@ __global__ void __launch_bounds__(kThenThreads, 8)
       o[c] = y[i];
       part += y[i] * y[i];
     }
-    part = block_sum_small(part, sh);
+    part = block_sum(part, sh);
     if (threadIdx.x == 0) {
       const uint32_t blocks = gridDim.x * gridDim.y;
       atomicAdd(ch.ss + row, part);
@@ -317,11 +277,11 @@ __global__ void __launch_bounds__(kThenThreads, 8)
     for (int i = 0; i < kThenPer; ++i) {
       const int c = c0 + i * kThenThreads;
       if (c >= th.d) continue;
-      const T v = from_f32<T>(th.gamma[c] * (y[i] * inv));
+      const T v = from_float<T>(th.gamma[c] * (y[i] * inv));
       dst[c] = v;
-      if (hand) X[c] = to_f(v);
+      if (hand) X[c] = to_float(v);
     }
-    if (hand && last_block(ch.counter, true)) {
+    if (hand && last_block(ch.counter)) {
       if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
     }
   }
@@ -343,18 +303,15 @@ void comp_export(DType t, const void* in, int ld_in, int d_in, int n, bool prefi
   switch (t) {
     case DType::F16:
       launch_k("comp_export", export_kernel<__half>, grid, dim3(kThreads), 0, s,
-               static_cast<const __half*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready, ch.point_rows,
-               static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
+               static_cast<const __half*>(in), ld_in, d_in, n, rows_word, ch, P, p);
       break;
     case DType::BF16:
       launch_k("comp_export", export_kernel<__nv_bfloat16>, grid, dim3(kThreads), 0, s,
-               static_cast<const __nv_bfloat16*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready,
-               ch.point_rows, static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
+               static_cast<const __nv_bfloat16*>(in), ld_in, d_in, n, rows_word, ch, P, p);
       break;
     default:
       launch_k("comp_export", export_kernel<float>, grid, dim3(kThreads), 0, s,
-               static_cast<const float*>(in), ld_in, d_in, n, rows_word, ch.x, ch.ready, ch.point_rows,
-               static_cast<const uint32_t*>(ch.pass), ch.counter, P, p);
+               static_cast<const float*>(in), ld_in, d_in, n, rows_word, ch, P, p);
       break;
   }
 }
@@ -368,13 +325,14 @@ void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompC
            record_wait ? 1 : 0, add ? 1 : 0);
 }
 
-bool comp_import_then_fits(int d) { return d > 0 && d <= 65536; }
-
 void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
                       const CompThen& then, const CompChannelDev& ch, int P, int p,
                       bool record_wait, cudaStream_t s) {
-  if (!comp_import_then_fits(then.d) || (then.op != kThenNorm && then.op != kThenSilu))
-    fail(HCI_ERR_INTERNAL, "comp_import_then: unsupported width or operation");
+  if (then.op != kThenNorm && then.op != kThenSilu)
+    fail(HCI_ERR_INTERNAL, "comp_import_then: operation must be kThenNorm or kThenSilu, not " +
+                               std::to_string(then.op));
+  if (n < 1 || n > 16)
+    fail(HCI_ERR_INTERNAL, "comp_import_then: decode rows only (1..16), not " + std::to_string(n));
   const dim3 grid((then.d + kThenSpan - 1) / kThenSpan, n), block(kThenThreads);
   const int rec = record_wait ? 1 : 0;
 #define HCI_THEN(T)                                                                            \

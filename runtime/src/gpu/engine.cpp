@@ -891,7 +891,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
     normed = run_op(op, base, att_.get(), qd, n, x, d, true,
                     fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
   if (pt[1] >= 0) {
-    if (then && comp_import_then_fits(d)) {
+    if (then) {
       end_point_then(pt[1], x, d, n, then_norm(ne.gamma, pt[2]));
       normed = true;
     } else {
@@ -907,7 +907,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   if (pt[2] >= 0 || !gate_up_fused(B, base, n)) {
     for (const LinOp& op : B.ops[2])
       run_op(op, base, xn_.get(), d, n, gu_.as<float>(), 2 * dff, false);
-    if (pt[2] >= 0 && then && comp_import_then_fits(dff)) {
+    if (pt[2] >= 0 && then) {
       CompThen th;
       th.op = kThenSilu;
       th.d = dff;
@@ -939,7 +939,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   if (pt[3] >= 0) {
     // the next block's attention norm (its weights must be resident) or the final norm
     const bool last = l + 1 == sh_.n_layers;
-    if (then && comp_import_then_fits(d) && (last || l + 1 < n_resident_)) {
+    if (then && (last || l + 1 < n_resident_)) {
       const float* gamma =
           last ? final_norm_.as<float>()
                : reinterpret_cast<const float*>(arenas_[size_t(l + 1)].as<uint8_t>() +

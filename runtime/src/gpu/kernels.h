@@ -181,9 +181,8 @@ struct CompThen {
   int ld_dst = 0;
   int next = -1;                 // point whose input dst is, handed to the CPU here; -1: none
 };
-// True when comp_import_then handles rows of width d (≤ 65536).
-bool comp_import_then_fits(int d);
-// comp_import(add) of point p into out [n, ld_out], then `then` (decode rows, n ≤ 16).
+// comp_import(add) of point p into out [n, ld_out], then `then` (decode rows, 1 ≤ n ≤ 16: the
+// RMSNorm's row sums are CompChannelDev.ss [16]).
 void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
                       const CompThen& then, const CompChannelDev& ch, int P, int p,
                       bool record_wait, cudaStream_t s);

@@ -37,10 +37,10 @@ WorkerPool::~WorkerPool() {
 }
 
 void WorkerPool::run(const std::function<void(int)>& fn) {
-  if (!caller_pinned_) {
+  if (!caller_joined_) {
     if (!cores_.empty()) pin_current_thread(cores_[0]);
     tids_[0].store(int(syscall(SYS_gettid)), std::memory_order_release);
-    caller_pinned_ = true;
+    caller_joined_ = true;
   }
   fn_ = &fn;
   pending_.store(n_ - 1, std::memory_order_relaxed);

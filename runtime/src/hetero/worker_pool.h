@@ -48,7 +48,7 @@ class WorkerPool {
   std::condition_variable cv_;
   const std::function<void(int)>* fn_ = nullptr;
   std::unique_ptr<std::atomic<int>[]> tids_;  // [n] Linux thread ids (0: not started yet)
-  bool caller_pinned_ = false;
+  bool caller_joined_ = false;  // the caller was pinned (if cores given) and its tid recorded
   int spin_us_ = 200;
 };
 
