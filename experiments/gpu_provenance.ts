@@ -14,6 +14,8 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_FUSE_SILU",
   "HCINFER_FUSE_COMP",
   "HCINFER_QGEMV_SIMT",
+  "HCINFER_NORM_IN",
+  "HCINFER_ISOLATE_WORKERS",
 ] as const;
 
 /** GPU provenance fields for a record, given the library's build string (`deviceInfo().build`). */

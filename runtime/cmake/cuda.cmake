@@ -100,3 +100,10 @@ if(BUILD_TESTING)
     set_tests_properties(gpu_kernels PROPERTIES SKIP_RETURN_CODE 77)
   endif()
 endif()
+
+if(HCI_GPU_ENABLED)
+  # Decode benchmark and profiler target (see the comment at the top of the source).
+  add_executable(decode_bench tools/decode_bench.cpp)
+  target_include_directories(decode_bench PRIVATE include)
+  target_link_libraries(decode_bench PRIVATE hcinfer ${CMAKE_DL_LIBS})
+endif()

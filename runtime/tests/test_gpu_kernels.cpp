@@ -177,6 +177,15 @@ QData make_q(int d_out, int d_in, int bits, int group) {
 }
 }  // namespace
 
+namespace {
+// Batch-1 packed kernel choice by test index: 0 tensor-core, 1 SIMT, 2..6 the streaming kernel
+// in configuration 0..4, 7 the lean 4-bit kernel (the streaming one where it does not apply).
+void set_kernel_choice(int kernel) {
+  if (kernel == 7) return set_qgemv_nb1_kernel(3);
+  set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+}
+}  // namespace
+
 TEST(packed_gemv_matches_reference) {
   double worst = 0;
   // variants 6 and 7 (the streaming batch-1 kernel) also on a long row (several K slices per
@@ -217,8 +226,8 @@ TEST(packed_gemv_matches_reference) {
   std::vector<double> ref(64);
   ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), 1, ref.data());
   for (int i = 0; i < 64; ++i) ref[size_t(i)] += y0[size_t(i)];
-  for (int kernel : {0, 1, 2, 3, 4, 5, 6}) {
-    set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+  for (int kernel : {0, 1, 2, 3, 4, 5, 6, 7}) {
+    set_kernel_choice(kernel);
     DeviceBuffer X = up(xb), Y = up(y0);
     qgemv(q.view(), X.get(), 256, 1, Y.as<float>(), 64, true, nullptr);
     CHECK(rel_err(down<float>(Y, 64), ref) < 2e-3);
@@ -257,11 +266,11 @@ TEST(silu_epilogues_match_reference) {
     // packed (tensor-core kernel), 4 and 8 bits, folded and unfolded scales; batch 1 also the
     // streaming kernel, every bit width
     double e2 = 0;
-    for (int kernel : {0, 2, 3, 4, 5, 6})  // 2.. = the streaming kernel, configuration 0..4
+    for (int kernel : {0, 2, 3, 4, 5, 6, 7})  // 2..6 streaming, configuration 0..4; 7 lean W4
       for (int bits : {2, 3, 4, 8})
         for (int group : {64, 128}) {
           if (kernel >= 2 ? nb != 1 : (bits == 2 || bits == 3)) continue;
-          set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+          set_kernel_choice(kernel);
           QData q = make_q(2 * dff, d_in, bits, group);
           ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, gu.data());
           DeviceBuffer H2 = up(std::vector<uint16_t>(size_t(nb) * dff, 0x7E00));  // fp16 NaN
@@ -404,10 +413,13 @@ TEST(rope_store_and_attention_match_cpu) {
 }
 
 TEST(decode_attention_matches_cpu) {
+  // n_ctx 640: the shared-memory kernel over several rounds of keys (600) and the new key alone
+  // (0); 8200: beyond its limit, the online-softmax kernel
+  for (int n_ctx : {640, 8200})
   for (DType kvt : {DType::F32, DType::F16})
     for (auto [H, KVH, hd] : {std::tuple{4, 2, 64}, {2, 2, 128}, {8, 2, 32}}) {
-      const int n_ctx = 96, qd = H * hd, kvd = KVH * hd, ld = qd + 2 * kvd;
-      const int pos[2] = {70, 9};  // two sequences, one new token each
+      const int qd = H * hd, kvd = KVH * hd, ld = qd + 2 * kvd;
+      const int pos[2] = {600, n_ctx > 1000 ? 77 : 0};  // two sequences, one new token each
       std::vector<float> cs(size_t(n_ctx) * hd);
       for (int p = 0; p < n_ctx; ++p)
         for (int f = 0; f < hd / 2; ++f) {
@@ -464,8 +476,8 @@ TEST(decode_attention_matches_cpu) {
         worst = std::max(worst, rel_err(o, refs[size_t(sq)]));
       }
       if (!(worst < 2e-3))
-        std::printf("  decode attention kv %s H%d KV%d hd%d: %.2e\n", dtype_name(kvt), H, KVH, hd,
-                    worst);
+        std::printf("  decode attention n_ctx %d kv %s H%d KV%d hd%d: %.2e\n", n_ctx,
+                    dtype_name(kvt), H, KVH, hd, worst);
       CHECK(worst < 2e-3);
     }
 }
@@ -507,9 +519,9 @@ TEST(norm_epilogues_match_cpu) {
     QData q = make_q(d, d_in, 4, 128);
     ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, prod.data());
     double e2 = 0;
-    for (int kernel : {0, 2, 3, 4, 5, 6}) {  // 2.. = the streaming kernel, configuration 0..4
+    for (int kernel : {0, 2, 3, 4, 5, 6, 7}) {  // 2..6 streaming, configuration 0..4; 7 lean W4
       if (kernel >= 2 && nb != 1) continue;
-      set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
+      set_kernel_choice(kernel);
       DeviceBuffer Y2 = up(y0), O2(A(), int64_t(nb) * d * 2, "o");
       ne.out = O2.get();
       CHECK(packed_norm_epilogue_supported(q.view(), nb));
@@ -525,6 +537,56 @@ TEST(norm_epilogues_match_cpu) {
     CHECK(e2 < 2e-3);
     CHECK(cnt == 0);
   }
+}
+
+TEST(prologue_norm_matches_cpu) {
+  // The batch-1 streaming kernel normalizing its own input (NormIn) against the CPU: RMSNorm of
+  // the fp32 residual in float64, rounded to fp16 (as the separate norm kernel would store it),
+  // times the dequantized weights; plain and SiLU-gated, every bit width and configuration.
+  for (int bits : {2, 3, 4, 8})
+    for (int d_in : {512, 4096}) {
+      const int d = 96;
+      auto r = randn(size_t(d_in), 3.0f), g = randn(size_t(d_in), 0.5f);
+      r[7] = 80.f;  // an outlier dimension, as in real residual streams
+      double ss = 0;
+      for (float v : r) ss += double(v) * v;
+      const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
+      std::vector<float> xn(r.size());
+      for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(g[i]) * (double(r[i]) * inv));
+      round16(xn, DType::F16);  // rounds in place
+      QData q = make_q(2 * d, d_in, bits, 64);
+      std::vector<double> prod(size_t(2 * d));
+      ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
+      std::vector<float> gated(static_cast<size_t>(d));
+      for (int j = 0; j < d; ++j) {
+        const double a = prod[size_t(j)], b = prod[size_t(d + j)];
+        gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
+      }
+      DeviceBuffer R = up(r), G = up(g);
+      NormIn nin;
+      nin.x = R.as<float>();
+      nin.gamma = G.as<float>();
+      nin.eps = 1e-5f;
+      double e = 0, es = 0;
+      for (int config = 0; config < 6; ++config) {  // 5: the lean 4-bit kernel where it applies
+        set_qgemv_nb1_kernel(config < 5 ? 2 : 3, config < 5 ? config : -1);
+        CHECK(packed_norm_in_supported(q.view(), 1));
+        DeviceBuffer Y = poisoned(size_t(2 * d)), H = poisoned(size_t(d));
+        qgemv(q.view(), nullptr, d_in, 1, Y.as<float>(), 2 * d, false, nullptr, nullptr, &nin);
+        e = std::max(e, rel_err(down<float>(Y, size_t(2 * d)), prod));
+        CHECK(qgemv_silu(q.view(), d, nullptr, d_in, 1, H.get(), d, nullptr, &nin));
+        auto hb = down<uint16_t>(H, size_t(d));
+        std::vector<float> h(hb.size());
+        for (size_t i = 0; i < h.size(); ++i) h[i] = host_f16_to_f32(hb[i]);
+        es = std::max(es, rel_err(h, gated));
+      }
+      set_qgemv_nb1_kernel(-1);
+      CHECK(!packed_norm_in_supported(q.view(), 2));
+      if (!(e < 2e-3 && es < 3e-3))
+        std::printf("  prologue norm W%d d_in %d: %.2e, gated %.2e\n", bits, d_in, e, es);
+      CHECK(e < 2e-3);
+      CHECK(es < 3e-3);
+    }
 }
 
 TEST(nll_and_argmax_match_cpu) {

@@ -1,6 +1,8 @@
 // CPU compensation kernels against a float64 reference, and the cpu-async hand-off protocol
 // with a CPU thread standing in for the GPU stream.
 #include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -186,6 +188,46 @@ TEST(pool_counts_workers_preempted) {
     CHECK(pool.involuntary_switches() > before);
   }
   sched_setaffinity(0, sizeof old, &old);  // the pool pinned this thread
+}
+
+TEST(pool_keeps_other_threads_off_its_cores) {
+  // A bystander thread allowed everywhere must leave the pool's core while the pool lives and get
+  // its cores back afterwards; the pool's own threads stay where they were pinned.
+  cpu_set_t allowed;
+  CHECK(sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  if (CPU_COUNT(&allowed) < 2) {
+    std::printf("  (one core allowed: nothing to move a thread to; not checked)\n");
+    return;
+  }
+  int core = CPU_SETSIZE - 1;
+  while (!CPU_ISSET(core, &allowed)) --core;  // the last allowed core
+  std::atomic<int> tid{0};
+  std::atomic<bool> stop{false};
+  std::thread bystander([&] {
+    tid.store(int(syscall(SYS_gettid)));
+    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (tid.load() == 0) std::this_thread::yield();
+  cpu_set_t before, during, pool_thread, after;
+  CHECK(sched_getaffinity(tid.load(), sizeof before, &before) == 0);
+  int moved = 0;
+  std::thread owner([&] {  // the pool's caller is pinned by it: not this test's main thread
+    WorkerPool pool(2, {core, core});
+    pool.set_isolate(true);
+    pool.run([](int) {});
+    moved = pool.isolated_threads();
+    sched_getaffinity(tid.load(), sizeof during, &during);
+    sched_getaffinity(0, sizeof pool_thread, &pool_thread);
+  });
+  owner.join();
+  CHECK(sched_getaffinity(tid.load(), sizeof after, &after) == 0);
+  stop.store(true);
+  bystander.join();
+  CHECK(moved >= 2);  // the bystander and this test's main thread
+  CHECK(CPU_ISSET(core, &before) && !CPU_ISSET(core, &during));
+  CHECK(CPU_COUNT(&during) == CPU_COUNT(&before) - 1);
+  CHECK(CPU_COUNT(&pool_thread) == 1 && CPU_ISSET(core, &pool_thread));
+  CHECK(CPU_EQUAL(&after, &before));
 }
 
 TEST_MAIN()

@@ -102,6 +102,8 @@ class GpuModel {
   std::mutex mu;  // serializes calls on this model
   // First core of the pinned compensation workers (-1: none or not pinned).
   int worker_first_core() const { return worker_first_core_; }
+  int worker_threads() const { return worker_threads_; }
+  bool isolate_workers() const { return isolate_workers_; }
 
  private:
   enum ProfCat {
@@ -131,10 +133,15 @@ class GpuModel {
   void block_end(int layer);
   void ensure_copies(int64_t upto);
   void run_block(int layer, const uint8_t* base, int n);
-  bool gate_up_fused(const BlockLayout& B, const uint8_t* base, int n);
-  // Returns true when `norm` (a NormEpilogue for the residual stream) was applied.
+  bool gate_up_fused(const BlockLayout& B, const uint8_t* base, int n,
+                     const NormIn* norm_in = nullptr);
+  // True when every op of input group g can take its RMSNorm in its prologue (NormIn) this pass.
+  bool norm_in_ok(const BlockLayout& B, const uint8_t* base, int g, int n, int point) const;
+  // Returns true when `norm` (a NormEpilogue for the residual stream) was applied. With norm_in,
+  // `in` is ignored and the op normalizes the residual itself.
   bool run_op(const LinOp& op, const uint8_t* base, const void* in, int ld_in, int n, float* out,
-              int ld_out, bool acc, const NormEpilogue* norm = nullptr);
+              int ld_out, bool acc, const NormEpilogue* norm = nullptr,
+              const NormIn* norm_in = nullptr);
   void matmul(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int n,
               float* y, int ldy, bool acc);
   void run_layers(int n);  // embed + blocks for n rows already described in the int buffers
@@ -198,6 +205,8 @@ class GpuModel {
   void* chan_host_ = nullptr;                // mapped pinned block holding the channel
   int64_t chan_bytes_ = 0;
   int worker_first_core_ = -1;
+  int worker_threads_ = 0;
+  bool isolate_workers_ = false;
   CompChannelDev chan_{};
   int exported_ = -1;  // point whose input a fused import already handed to the CPU (-1: none)
 
@@ -207,6 +216,7 @@ class GpuModel {
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention
   bool fuse_float_silu_ = false;  // float gate/up GEMV with the SiLU epilogue
   bool fuse_comp_ = true;     // CPU compensation imports fused with what follows them
+  bool norm_in_ = true;       // batch-1 packed GEMVs normalize their input (NormIn), no norm kernel
   bool decode_active_ = false, xn_ready_ = false;
   unsigned* counter_d_ = nullptr;
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr

@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "device_util.cuh"
 #include "launch.cuh"
 
 namespace hci::gpu {
@@ -25,6 +26,7 @@ constexpr int kWarps = kThreads / 32;
 
 int g_float_variant = 0;
 NormEpilogue g_norm;  // the epilogue of the launch being issued (set around one gemv/qgemv call)
+NormIn g_norm_in;     // the prologue norm of the launch being issued (likewise)
 int g_packed_variant = 0;
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }
@@ -47,21 +49,6 @@ __device__ __forceinline__ void to_float8(const uint4& v, float f[8], __nv_bfloa
     f[2 * i] = t.x;
     f[2 * i + 1] = t.y;
   }
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // Block-wide sum for any blockDim.x multiple of 32; every thread gets the result.
@@ -100,7 +87,7 @@ __device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, in
     ss = block_sum_g(ss);
     const float inv = rsqrtf(ss / float(d) + e.eps);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-      out[int64_t(b) * d + j] = from_f<T>(e.gamma[j] * (__ldcg(x + j) * inv));
+      out[int64_t(b) * d + j] = from_float<T>(e.gamma[j] * (__ldcg(x + j) * inv));
   }
   if (threadIdx.x == 0) *e.counter = 0u;  // ready for the next GEMV
 }
@@ -192,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const T* __restrict__ W,
     for (int b = 0; b < NB; ++b) {
       if (b >= nb) continue;
       const float g = warp_sum(acc[0][b]), u = warp_sum(acc[1][b]);
-      if (lane == (b & 31)) H[int64_t(b) * ldh + row0] = from_f<T>(g / (1.0f + expf(-g)) * u);
+      if (lane == (b & 31)) H[int64_t(b) * ldh + row0] = from_float<T>(g / (1.0f + expf(-g)) * u);
     }
   } else {
 #pragma unroll
@@ -721,10 +708,11 @@ template <int BITS, int RPW, int U, int MINB, bool SILU>
 __global__ void __launch_bounds__(kS1Threads, MINB)
     qgemv1_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift,
-                  NormEpilogue norm) {
+                  NormEpilogue norm, NormIn nin) {
   static_assert(!SILU || RPW == 2, "SILU pairs two rows");
   using Q = QT<BITS>;
   extern __shared__ uint4 xs[];
+  __shared__ float red[32];
   const int lane = threadIdx.x & 31;
   const int gw = blockIdx.x * kS1Warps + (threadIdx.x >> 5);
   const int nw = gridDim.x * kS1Warps;
@@ -820,9 +808,29 @@ __global__ void __launch_bounds__(kS1Threads, MINB)
 
   if (total > 0) load(0, 0);
   pdl_wait();  // weights are constant; x and y come from earlier kernels
-  {
+  const int n16 = w.d_in >> 3;
+  if (nin.gamma) {  // x = fp16(gamma * r * rsqrt(mean(r²) + eps)) of the fp32 residual r
+    const float4* r4 = reinterpret_cast<const float4*>(nin.x);
+    const float4* g4 = reinterpret_cast<const float4*>(nin.gamma);
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n16; i += kS1Threads) {
+      const float4 a = r4[2 * i], b = r4[2 * i + 1];
+      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
+            b.w * b.w;
+    }
+    const float inv = rsqrtf(block_sum(ss, red) / float(w.d_in) + nin.eps);
+    for (int i = threadIdx.x; i < n16; i += kS1Threads) {
+      const float4 a = r4[2 * i], b = r4[2 * i + 1], ga = __ldg(g4 + 2 * i), gb = __ldg(g4 + 2 * i + 1);
+      uint4 o;
+      __half2* oh = reinterpret_cast<__half2*>(&o);
+      oh[0] = __floats2half2_rn(ga.x * (a.x * inv), ga.y * (a.y * inv));
+      oh[1] = __floats2half2_rn(ga.z * (a.z * inv), ga.w * (a.w * inv));
+      oh[2] = __floats2half2_rn(gb.x * (b.x * inv), gb.y * (b.y * inv));
+      oh[3] = __floats2half2_rn(gb.z * (b.z * inv), gb.w * (b.w * inv));
+      xs[xs_unit(i >> 2, i & 3)] = o;
+    }
+  } else {
     const uint4* xg = reinterpret_cast<const uint4*>(X);
-    const int n16 = w.d_in >> 3;
     for (int i = threadIdx.x; i < n16; i += kS1Threads) xs[xs_unit(i >> 2, i & 3)] = __ldg(xg + i);
   }
   __syncthreads();
@@ -843,6 +851,7 @@ __global__ void __launch_bounds__(kS1Threads, MINB)
 template <int BITS, int RPW, int U, int MINB, bool SILU>
 void launch_qgemv1(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
                    const NormEpilogue& norm, cudaStream_t s) {
+  const NormIn nin = g_norm_in;
   auto kern = qgemv1_kernel<BITS, RPW, U, MINB, SILU>;
   const size_t smem = size_t(w.d_in) * 2;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
@@ -863,7 +872,7 @@ void launch_qgemv1(const PackedView& w, const void* x, float* y, bool acc, int p
   }
   launch_k("qgemv1", kern, dim3(blocks), dim3(kS1Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift,
-           norm);
+           norm, nin);
 }
 
 // (rows per warp, unroll, resident blocks asked of the register allocator): config 0 (2,2,1),
@@ -883,9 +892,29 @@ void qgemv1_bits(int config, const PackedView& w, const void* x, float* y, bool 
   }
 }
 
+// Which kernel runs nb == 1 packed GEMVs: 0 = tensor-core (4/8-bit; others SIMT), 1 = SIMT,
+// 2 = streaming (above; falls back to 0 where not eligible), 3 = the lean 4-bit kernel where it
+// applies (qgemv4_eligible), else as 2. -1 = the library default (3).
+// Default: the lean 4-bit kernel where it applies, else streaming, configuration 0 for 8-bit and
+// 3 for 2/3-bit; measured on an H200 (Llama-2-7B, batch-1 CUDA-graph decode,
+// results/throughput-h200/packed-nb1.md): streaming W4 345 vs 341 tok/s with the tensor-core
+// kernel, W8 312 vs 307, W3 313 vs 286, W2 360 vs 299; the lean W4 kernel: see qgemv4_kernel.
+constexpr int kDefaultNb1Kernel = 3;
+int default_s1_config(int bits) { return bits == 2 || bits == 3 ? 3 : 0; }
+int g_nb1_kernel = -1;
+int g_s1_config = -1;  // streaming kernel configuration (-1: default)
+
+bool qgemv4_eligible(const PackedView& w);
+template <bool SILU>
+void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
+                   const NormEpilogue& norm, cudaStream_t s);
+
 template <bool SILU>
 void qgemv1_dispatch(int config, const PackedView& w, const void* x, float* y, bool acc, int pair,
                      void* h, const NormEpilogue& norm, cudaStream_t s) {
+  const int mode = g_nb1_kernel >= 0 ? g_nb1_kernel : kDefaultNb1Kernel;
+  if (mode == 3 && g_packed_variant == 0 && qgemv4_eligible(w))
+    return launch_qgemv4<SILU>(w, x, y, acc, pair, h, norm, s);
   switch (w.bits) {
     case 2: return qgemv1_bits<2, SILU>(config, w, x, y, acc, pair, h, norm, s);
     case 3: return qgemv1_bits<3, SILU>(config, w, x, y, acc, pair, h, norm, s);
@@ -897,21 +926,221 @@ void qgemv1_dispatch(int config, const PackedView& w, const void* x, float* y, b
 
 bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in % 64 == 0; }
 
-// Which kernel runs nb == 1 packed GEMVs: 0 = tensor-core (4/8-bit; others SIMT), 1 = SIMT,
-// 2 = streaming (above; falls back to 0 where not eligible). -1 = the library default.
-// Default: streaming, configuration 0 for 4/8-bit and 3 for 2/3-bit; measured on an H200
-// (Llama-2-7B, batch-1 CUDA-graph decode, results/throughput-h200/packed-nb1.md): W4 345 vs
-// 341 tok/s with the tensor-core kernel, W8 312 vs 307, W3 313 vs 286, W2 360 vs 299.
-constexpr int kDefaultNb1Kernel = 2;
-int default_s1_config(int bits) { return bits == 2 || bits == 3 ? 3 : 0; }
-int g_nb1_kernel = -1;
-int g_s1_config = -1;  // streaming kernel configuration (-1: default)
+// ---- packed GEMV, batch 1, 4-bit codes in power-of-two groups: the lean kernel ----------------
+//
+// The streaming kernel above spends ~170 instructions per 16-byte vector of 32 codes (measured
+// with Nsight Compute on an H100: 8.5 M warp instructions for the 12288 x 4096 q/k/v matrix, at
+// 46% issue utilization and 42% of DRAM bandwidth), so W4 decode ran into the issue rate, not
+// memory. This kernel does the same product in about half the instructions:
+//   - the scale leaves the inner loop: each 32-code vector's dot product of exact (code - zero)
+//     values in fp16x2 (two partials of 8 products per half) is scaled once, in fp32;
+//   - so that these unscaled partials cannot overflow fp16, x is staged in shared memory as
+//     x' = x * 2^-e per 32-element chunk (e from the chunk's largest |x|, so |x'| < 1 and a
+//     partial stays below 8 * 15); 2^e joins the weight scale (power-of-two scaling is exact);
+//   - every warp walks whole rows (RPW of them, U vectors per lane in flight each) with a fixed
+//     stride: no division in the loop, the scale index is a shift.
+// Shapes: W [d_out, d_in] 4-bit codes (pack.h layout), sz [d_out, d_in/group] (scale, zero) fp16;
+// x [d_in] fp16 (or the NormIn residual); y [d_out] fp32 (SILU: h [pair] fp16).
+constexpr int kQ4Threads = 256;
+constexpr int kQ4Warps = kQ4Threads / 32;
+constexpr int kQ4MaxDin = 20480;  // x (40 KB) + chunk scales within the 48 KB of shared memory
+
+bool qgemv4_eligible(const PackedView& w) {
+  return w.bits == 4 && w.group >= 32 && (w.group & (w.group - 1)) == 0 && w.d_in % 64 == 0 &&
+         w.d_in <= kQ4MaxDin;
+}
+
+template <int RPW, int U, bool SILU>
+__global__ void __launch_bounds__(kQ4Threads, 2)
+    qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
+                  int accumulate, int pair, __half* __restrict__ H, int gshift5,
+                  NormEpilogue norm, NormIn nin) {
+  static_assert(!SILU || RPW == 2, "SILU pairs two rows");
+  extern __shared__ uint4 xs[];  // [d_in / 8] swizzled (xs_unit), then [d_in / 32] floats 2^e
+  __shared__ float red[32];
+  const int lane = threadIdx.x & 31;
+  const int gw = blockIdx.x * kQ4Warps + (threadIdx.x >> 5);
+  const int nw = gridDim.x * kQ4Warps;
+  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row
+  const int n_groups = w.d_in / w.group;
+  float* xsc = reinterpret_cast<float*>(xs + (w.d_in >> 3));
+
+  uint4 q[U][RPW];
+  uint32_t sz[U][RPW];
+  auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
+  auto load = [&](int unit, int kb) {
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int row = row_of(unit, r);
+      const bool rok = row < w.d_out;
+      const uint4* qr = reinterpret_cast<const uint4*>(w.lo + int64_t(rok ? row : 0) * w.lo_row_bytes);
+      const uint32_t* sr = w.sz + int64_t(rok ? row : 0) * n_groups;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = kb + u * 32 + lane;
+        const bool ok = rok && c < steps;
+        q[u][r] = ok ? __ldcs(qr + c) : make_uint4(0, 0, 0, 0);
+        sz[u][r] = ok ? __ldg(sr + (c >> gshift5)) : 0u;
+      }
+    }
+  };
+
+  if (gw < units) load(gw, 0);
+  pdl_wait();  // weights are constant; x and y come from earlier kernels
+  // stage x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk)
+  const int n16 = w.d_in >> 3;
+  float inv = 1.f;
+  if (nin.gamma) {
+    const float4* r4 = reinterpret_cast<const float4*>(nin.x);
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < n16; i += kQ4Threads) {
+      const float4 a = r4[2 * i], b = r4[2 * i + 1];
+      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
+            b.w * b.w;
+    }
+    inv = rsqrtf(block_sum(ss, red) / float(w.d_in) + nin.eps);
+  }
+  for (int i0 = 0; i0 < n16; i0 += kQ4Threads) {  // uniform trip count: shuffles below
+    const int i = i0 + threadIdx.x;
+    float v[8];
+    if (i < n16) {
+      if (nin.gamma) {
+        const float4* r4 = reinterpret_cast<const float4*>(nin.x) + 2 * i;
+        const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * i;
+        const float4 a = r4[0], b = r4[1], ga = __ldg(g4), gb = __ldg(g4 + 1);
+        v[0] = ga.x * (a.x * inv); v[1] = ga.y * (a.y * inv);
+        v[2] = ga.z * (a.z * inv); v[3] = ga.w * (a.w * inv);
+        v[4] = gb.x * (b.x * inv); v[5] = gb.y * (b.y * inv);
+        v[6] = gb.z * (b.z * inv); v[7] = gb.w * (b.w * inv);
+        // the value the separate norm kernel would store
+#pragma unroll
+        for (int t = 0; t < 8; ++t) v[t] = __half2float(__float2half_rn(v[t]));
+      } else {
+        const uint4 raw = __ldg(reinterpret_cast<const uint4*>(X) + i);
+        const __half2* h = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+          const float2 f = __half22float2(h[t]);
+          v[2 * t] = f.x;
+          v[2 * t + 1] = f.y;
+        }
+      }
+    } else {
+#pragma unroll
+      for (int t = 0; t < 8; ++t) v[t] = 0.f;
+    }
+    float m = 0.f;
+#pragma unroll
+    for (int t = 0; t < 8; ++t) m = fmaxf(m, fabsf(v[t]));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    int e = 0;
+    if (m > 0.f) frexpf(m, &e);  // m = f * 2^e, f in [0.5, 1): |v| * 2^-e < 1
+    if (i < n16) {
+      uint4 o;
+      __half2* oh = reinterpret_cast<__half2*>(&o);
+#pragma unroll
+      for (int t = 0; t < 4; ++t)
+        oh[t] = __floats2half2_rn(ldexpf(v[2 * t], -e), ldexpf(v[2 * t + 1], -e));
+      xs[xs_unit(i >> 2, i & 3)] = o;
+      if ((i & 3) == 0) xsc[i >> 2] = ldexpf(1.f, e);
+    }
+  }
+  __syncthreads();
+
+  const __half2 r16 = __float2half2_rn(0.0625f);
+  for (int unit = gw; unit < units; unit += nw) {
+    float acc[RPW];
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+    for (int kb = 0; kb < steps; kb += 32 * U) {
+      if (kb > 0) load(unit, kb);
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = kb + u * 32 + lane;
+        if (c >= steps) continue;
+        uint4 xv[4];
+#pragma unroll
+        for (int v = 0; v < 4; ++v) xv[v] = xs[xs_unit(c, v)];
+        const __half2* xh = reinterpret_cast<const __half2*>(xv);
+        const float xe = xsc[c];
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+          const __half2 szv = as_half2(sz[u][r]);
+          const __half zh = __high2half(szv);
+          const __half2 hz = __half2half2(__hadd(zh, __float2half(1024.f)));
+          const __half2 nz = __half2half2(__hneg(__hadd(zh, __float2half(64.f))));
+          const uint32_t* wq = reinterpret_cast<const uint32_t*>(&q[u][r]);
+          __half2 p0 = __float2half2_rn(0.f), p1 = p0;
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            uint32_t v = wq[i];
+            // (code - zero) exactly, as in unpack4_fast, without the scale
+            const __half2 d0 = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
+            const __half2 d1 = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
+            v >>= 8;
+            const __half2 d2 = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
+            const __half2 d3 = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
+            __half2& p = i < 2 ? p0 : p1;
+            p = __hfma2(d0, xh[4 * i + 0], p);
+            p = __hfma2(d1, xh[4 * i + 1], p);
+            p = __hfma2(d2, xh[4 * i + 2], p);
+            p = __hfma2(d3, xh[4 * i + 3], p);
+          }
+          const float2 f0 = __half22float2(p0), f1 = __half22float2(p1);
+          acc[r] = fmaf((f0.x + f0.y) + (f1.x + f1.y), __low2float(szv) * xe, acc[r]);
+        }
+      }
+    }
+    if (unit + nw < units) load(unit + nw, 0);  // the next unit's first loads during the sums
+    if constexpr (SILU) {
+      const float g = warp_sum(acc[0]), up = warp_sum(acc[1]);
+      if (lane == 0) H[unit] = __float2half_rn(g / (1.0f + expf(-g)) * up);
+    } else {
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const float v = warp_sum(acc[r]);
+        const int row = row_of(unit, r);
+        if (lane == r && row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
+      }
+    }
+  }
+  pdl_trigger();
+  if constexpr (!SILU) {
+    if (norm.counter) norm_epilogue<__half>(norm, Y, w.d_out, w.d_out, 1);
+  }
+}
+
+template <bool SILU>
+void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
+                   const NormEpilogue& norm, cudaStream_t s) {
+  constexpr int RPW = 2, U = 4;
+  auto kern = qgemv4_kernel<RPW, U, SILU>;
+  const size_t smem = size_t(w.d_in) * 2 + size_t(w.d_in / 32) * 4;
+  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  static int cached_smem = -1, cached_occ = 1;
+  if (cached_smem != int(smem)) {
+    int occ = 0;
+    HCI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kQ4Threads, smem));
+    cached_occ = std::max(1, occ);
+    cached_smem = int(smem);
+  }
+  const int want = (units + kQ4Warps - 1) / kQ4Warps;
+  const int blocks = std::max(1, std::min(want, g_sm_count * cached_occ));
+  int gshift5 = 0;
+  while ((32 << gshift5) < w.group) ++gshift5;
+  launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
+           static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift5,
+           norm, g_norm_in);
+}
+
 
 // The kernel of a packed GEMV of nb rows: 0 tensor-core, 1 SIMT, 2 streaming.
 int packed_kernel(const PackedView& w, int nb) {
   const int mode = g_nb1_kernel >= 0 ? g_nb1_kernel : kDefaultNb1Kernel;
   if (nb == 1 && qgemv1_eligible(w) &&
-      (g_packed_variant >= 6 || (g_packed_variant == 0 && mode == 2)))
+      (g_packed_variant >= 6 || (g_packed_variant == 0 && mode >= 2)))
     return 2;
   if (qmma_eligible(w) && !(nb == 1 && mode == 1)) return 0;
   return 1;
@@ -958,7 +1187,7 @@ __global__ void dequant_kernel(PackedView w, int row0, int rows, __half* __restr
 
 void set_qgemv_simt_nb1(bool on) { g_nb1_kernel = on ? 1 : -1; }
 void set_qgemv_nb1_kernel(int kernel, int config) {
-  g_nb1_kernel = kernel >= 0 && kernel <= 2 ? kernel : -1;
+  g_nb1_kernel = kernel >= 0 && kernel <= 3 ? kernel : -1;
   g_s1_config = config >= 0 && config < kS1Configs ? config : -1;
 }
 void set_sm_count(int n) { g_sm_count = n > 0 ? n : 132; }
@@ -986,14 +1215,20 @@ void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, i
 }
 
 void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
-           bool accumulate, cudaStream_t s, const NormEpilogue* norm) {
+           bool accumulate, cudaStream_t s, const NormEpilogue* norm, const NormIn* norm_in) {
   if (nb < 1 || nb > 16) fail(HCI_ERR_INTERNAL, "qgemv: nb must be 1..16");
   const int kernel = packed_kernel(w, nb);
   if (norm && kernel == 1)
     fail(HCI_ERR_INTERNAL, "qgemv: the norm epilogue needs the tensor-core or streaming kernel");
+  if (norm_in && norm_in->gamma && kernel != 2)
+    fail(HCI_ERR_INTERNAL, "qgemv: the prologue norm needs the batch-1 streaming kernel");
   g_norm = norm ? *norm : NormEpilogue{};
+  g_norm_in = norm_in ? *norm_in : NormIn{};
   struct Reset {
-    ~Reset() { g_norm = NormEpilogue{}; }
+    ~Reset() {
+      g_norm = NormEpilogue{};
+      g_norm_in = NormIn{};
+    }
   } reset;
   if (kernel == 2) {
     qgemv1_dispatch<false>(s1_config(w.bits), w, x, y, accumulate, 0, nullptr, g_norm, s);
@@ -1018,13 +1253,18 @@ void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ld
 }
 
 bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
-                cudaStream_t s) {
+                cudaStream_t s, const NormIn* norm_in) {
   if (nb < 1 || nb > 16 || w.d_out != 2 * dff) return false;
   if (packed_kernel(w, nb) == 2) {
+    g_norm_in = norm_in ? *norm_in : NormIn{};
+    struct Reset {
+      ~Reset() { g_norm_in = NormIn{}; }
+    } reset;
     qgemv1_dispatch<true>(s1_config(w.bits), w, x, nullptr, false, dff, h, NormEpilogue{}, s);
     HCI_LAUNCH_CHECK("qgemv_silu");
     return true;
   }
+  if (norm_in && norm_in->gamma) return false;
   if (!qmma_eligible(w)) return false;
   if (w.bits == 4)
     qmma_dispatch<4, true>(w, x, ldx, nb, nullptr, 0, false, dff, h, ldh, s);
@@ -1035,6 +1275,10 @@ bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, vo
 
 bool packed_norm_epilogue_supported(const PackedView& w, int nb) {
   return nb >= 1 && nb <= 16 && packed_kernel(w, nb) != 1;
+}
+
+bool packed_norm_in_supported(const PackedView& w, int nb) {
+  return nb == 1 && packed_kernel(w, nb) == 2;
 }
 
 bool packed_gemv_supported(const PackedView& w, int nb) {

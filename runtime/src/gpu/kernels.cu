@@ -352,6 +352,135 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   }
 }
 
+// Decode attention with RoPE and the KV store fused, scores kept in shared memory (n_ctx <=
+// kAttnSmemCtx). One block of kDecWarps warps per (head, row); every phase keeps many loads in
+// flight, since one block per head leaves most multiprocessors idle and the time is latency:
+//   1. RoPE of q and of the new key, q scaled; the new key and value stored (one block per KV head;
+//      the other blocks of that head read them from shared memory, never from the cache);
+//   2. scores: G = HD/8 lanes per key, each lane 8 dimensions (one 16-byte load of an fp16 row),
+//      32/G keys per warp, kDecUnS of them loaded at once, dot products reduced over the G lanes;
+//   3. softmax over s[0, L) with two block reductions (probabilities replace the scores);
+//   4. values: lane owns HD/32 consecutive dimensions (a warp reads whole rows), warps take
+//      kDecUnV consecutive keys at a time, loads in flight together; partials merged across warps.
+// Shapes: qkv [n, ldq] fp32 (q | k | v), cs [n_ctx, HD/2] (cos, sin), kc/vc [max_batch, n_ctx,
+// n_kv*HD], out [n, ldo]; dynamic shared memory: n_ctx floats.
+constexpr int kDecWarps = 16, kDecUnS = 4, kDecUnV = 8;
+constexpr int kAttnSmemCtx = 8192;
+
+template <typename KV, typename TO, int HD>
+__global__ void __launch_bounds__(kDecWarps * 32)
+    attention_decode_smem_kernel(const float* __restrict__ qkv, int ldq, int n_heads, int n_kv,
+                                 const float2* __restrict__ cs, const int* __restrict__ row_seq,
+                                 const int* __restrict__ row_pos, KV* __restrict__ kc,
+                                 KV* __restrict__ vc, int n_ctx, float scale,
+                                 TO* __restrict__ out, int ldo) {
+  constexpr int HALF = HD / 2, G = HD / 8, KPW = 32 / G, E = HD / 32, NT = kDecWarps * 32;
+  extern __shared__ float s[];  // [L] scores, then probabilities
+  __shared__ float qs[HD], ks[HD], vs[HD];
+  __shared__ float part[kDecWarps][HD];
+  __shared__ float red[32];
+  pdl_trigger();
+  pdl_wait();
+  const int h = blockIdx.x, i = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
+  const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
+  const float* row = qkv + int64_t(i) * ldq;
+  const float2* c = cs + int64_t(pos) * HALF;
+  for (int f = threadIdx.x; f < HALF; f += NT) {
+    const float2 cf = c[f];
+    const float qa = row[h * HD + f], qb = row[h * HD + f + HALF];
+    qs[f] = (qa * cf.x - qb * cf.y) * scale;
+    qs[f + HALF] = (qb * cf.x + qa * cf.y) * scale;
+    const float ka = row[qd + kvh * HD + f], kb = row[qd + kvh * HD + f + HALF];
+    ks[f] = ka * cf.x - kb * cf.y;
+    ks[f + HALF] = kb * cf.x + ka * cf.y;
+  }
+  for (int t = threadIdx.x; t < HD; t += NT) vs[t] = row[qd + kvd + kvh * HD + t];
+  __syncthreads();
+  const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
+  if (h % group == 0) {
+    for (int t = threadIdx.x; t < HD; t += NT) {
+      kc[base + int64_t(pos) * kvd + t] = from_float<KV>(ks[t]);
+      vc[base + int64_t(pos) * kvd + t] = from_float<KV>(vs[t]);
+    }
+  }
+  const KV* K = kc + base;
+  const KV* V = vc + base;
+  // 2. scores
+  const int sub = lane / G, gl = lane % G;
+  float qr[8];
+#pragma unroll
+  for (int t = 0; t < 8; ++t) qr[t] = qs[gl * 8 + t];
+  for (int j0 = warp * KPW * kDecUnS; j0 < L; j0 += kDecWarps * KPW * kDecUnS) {
+    float kf[kDecUnS][8];
+#pragma unroll
+    for (int u = 0; u < kDecUnS; ++u) {
+      const int j = j0 + u * KPW + sub;
+      if (j < pos) {
+        load8(K + int64_t(j) * kvd + gl * 8, kf[u]);
+      } else {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) kf[u][t] = j == pos ? ks[gl * 8 + t] : 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kDecUnS; ++u) {
+      float d = 0.f;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) d = fmaf(qr[t], kf[u][t], d);
+#pragma unroll
+      for (int o = G / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      const int j = j0 + u * KPW + sub;
+      if (gl == 0 && j < L) s[j] = d;
+    }
+  }
+  __syncthreads();
+  // 3. softmax
+  float m = -FLT_MAX;
+  for (int j = threadIdx.x; j < L; j += NT) m = fmaxf(m, s[j]);
+  m = block_max(m, red);
+  float sum = 0.f;
+  for (int j = threadIdx.x; j < L; j += NT) {
+    const float p = expf(s[j] - m);
+    s[j] = p;
+    sum += p;
+  }
+  sum = block_sum(sum, red);  // its barriers also publish the probabilities
+  // 4. values
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) acc[e] = 0.f;
+  for (int j0 = warp * kDecUnV; j0 < L; j0 += kDecWarps * kDecUnV) {
+    float vv[kDecUnV][E], pj[kDecUnV];
+#pragma unroll
+    for (int u = 0; u < kDecUnV; ++u) {
+      const int j = j0 + u;
+      if (j < pos) {
+        loadE<E>(V + int64_t(j) * kvd + lane * E, vv[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) vv[u][e] = j == pos ? vs[lane * E + e] : 0.f;
+      }
+      pj[u] = j < L ? s[j] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kDecUnV; ++u)
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[e] = fmaf(pj[u], vv[u][e], acc[e]);
+  }
+#pragma unroll
+  for (int e = 0; e < E; ++e) part[warp][lane * E + e] = acc[e];
+  __syncthreads();
+  const float inv = 1.f / sum;
+  for (int t = threadIdx.x; t < HD; t += NT) {
+    float a = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDecWarps; ++w) a += part[w][t];
+    out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(a * inv);
+  }
+}
+
 template <typename T>
 __global__ void silu_mul_kernel(const float* __restrict__ gu, int ldgu, int dff,
                                 T* __restrict__ h, int ldh) {
@@ -630,18 +759,34 @@ void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv,
   KV* k = static_cast<KV*>(kc);
   KV* v = static_cast<KV*>(vc);
   TO* o = static_cast<TO*>(out);
+  // scores in shared memory up to kAttnSmemCtx positions; beyond, the online-softmax kernel
+  const bool smem = n_ctx <= kAttnSmemCtx;
+  const size_t sbytes = size_t(n_ctx) * sizeof(float);
+  const dim3 tb(smem ? kDecWarps * 32 : kAttnWarps * 32);
   switch (hd) {
     case 32:
-      launch_k("attention_decode", attention_decode_kernel<KV, TO, 1>, grid, dim3(kAttnWarps * 32),
-               0, s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      if (smem)
+        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 32>, grid, tb, sbytes, s,
+                 qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      else
+        launch_k("attention_decode", attention_decode_kernel<KV, TO, 1>, grid, tb, 0, s, qkv, ldq,
+                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
       break;
     case 64:
-      launch_k("attention_decode", attention_decode_kernel<KV, TO, 2>, grid, dim3(kAttnWarps * 32),
-               0, s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      if (smem)
+        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 64>, grid, tb, sbytes, s,
+                 qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      else
+        launch_k("attention_decode", attention_decode_kernel<KV, TO, 2>, grid, tb, 0, s, qkv, ldq,
+                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
       break;
     case 128:
-      launch_k("attention_decode", attention_decode_kernel<KV, TO, 4>, grid, dim3(kAttnWarps * 32),
-               0, s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      if (smem)
+        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 128>, grid, tb, sbytes,
+                 s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+      else
+        launch_k("attention_decode", attention_decode_kernel<KV, TO, 4>, grid, tb, 0, s, qkv, ldq,
+                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
       break;
     default: fail(HCI_ERR_UNSUPPORTED, "GPU attention supports head_dim 32, 64 or 128");
   }

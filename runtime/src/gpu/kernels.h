@@ -27,6 +27,15 @@ struct NormEpilogue {
   void* out = nullptr;
 };
 
+// The RMSNorm of a GEMV's input applied in its prologue (batch-1 streaming packed kernel): the
+// input row is fp16(gamma * x * rsqrt(mean(x²) + eps)) of the fp32 residual x [d_in], computed by
+// every block while its first weight loads are in flight, in place of a separate norm kernel.
+struct NormIn {
+  const float* x = nullptr;      // [d_in] fp32 residual
+  const float* gamma = nullptr;  // [d_in]; nullptr: no norm, the GEMV's fp16 input is used
+  float eps = 0.f;
+};
+
 // y[b*ldy + r] (+)= sum_k W[r*d_in + k] * x[b*ldx + k] for b < nb (1..16), r < d_out.
 // W, x: dtype t (16-byte aligned rows; d_in and ldx multiples of 8).
 void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y,
@@ -43,7 +52,11 @@ struct PackedView {
 
 // y[b*ldy + r] (+)= sum_k (code - zero) * scale * x[b*ldx + k]; x fp16.
 void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,
-           bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr);
+           bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr,
+           const NormIn* norm_in = nullptr);
+// True when qgemv / qgemv_silu accept a NormIn for this matrix at nb rows (the batch-1 streaming
+// kernel runs it).
+bool packed_norm_in_supported(const PackedView& w, int nb);
 // True when qgemv can apply a NormEpilogue (the tensor-core or the batch-1 streaming kernel runs
 // this matrix).
 bool packed_norm_epilogue_supported(const PackedView& w, int nb);
@@ -57,7 +70,7 @@ bool packed_gemv_supported(const PackedView& w, int nb);
 // then up rows) times x gives h[b*ldh + j] = fp16(silu(gate_j) * up_j). Returns false (doing
 // nothing) when neither the tensor-core kernel nor (nb == 1) the streaming kernel applies.
 bool qgemv_silu(const PackedView& w, int dff, const void* x, int ldx, int nb, void* h, int ldh,
-                cudaStream_t s);
+                cudaStream_t s, const NormIn* norm_in = nullptr);
 
 // The same for float weights W [2*dff, d_in] of dtype t: h[b*ldh + j] = t(silu(g_j) * u_j).
 void gemv_silu(DType t, const void* W, int dff, int d_in, const void* x, int ldx, int nb, void* h,

@@ -27,6 +27,7 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   // Workers spin between the points of a pass (microseconds apart); a condition-variable
   // wake-up would cost more than a point's whole budget. They sleep after 50 ms idle.
   pool_->set_spin_us(50000);
+  pool_->set_isolate(cfg_.isolate);
   rows_max_ = std::max(1, cfg_.rows_max);
   int max_rank = 0;
   for (const ServedPoint& sp : points_) {

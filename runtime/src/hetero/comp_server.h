@@ -69,6 +69,8 @@ struct CompServerConfig {
   SimdLevel level = SimdLevel::Scalar;
   int64_t slack_ns = 1500;  // controller: GPU waits below this count as none
   double probe = 0.02;      // controller: relative level increase per pass without a wait
+  bool isolate = false;     // keep the process's other threads off the workers' cores
+                            // (WorkerPool::set_isolate; needs first_core >= 0)
 };
 
 // Sums since the last reset (decode passes unless said otherwise; the GPU marks prefill passes in

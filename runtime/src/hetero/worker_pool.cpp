@@ -6,7 +6,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -34,6 +37,45 @@ WorkerPool::~WorkerPool() {
   }
   cv_.notify_all();
   for (auto& t : threads_) t.join();
+  restore_others();
+}
+
+void WorkerPool::keep_others_off() {
+  cpu_set_t pool;
+  CPU_ZERO(&pool);
+  for (int c : cores_)
+    if (c >= 0 && c < CPU_SETSIZE) CPU_SET(c, &pool);
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const int tid = std::atoi(e->d_name);
+    cpu_set_t now, kept;
+    if (sched_getaffinity(tid, sizeof now, &now) != 0) continue;
+    CPU_AND(&kept, &now, &pool);
+    if (CPU_COUNT(&kept) == 0) continue;  // not on the pool's cores
+    CPU_XOR(&kept, &now, &kept);          // now minus the pool's cores
+    if (CPU_COUNT(&kept) == 0) continue;  // the pool's own threads, or nowhere else to go
+    if (sched_setaffinity(tid, sizeof kept, &kept) != 0) continue;
+    Moved m;
+    m.tid = tid;
+    m.before.assign(reinterpret_cast<unsigned char*>(&now),
+                    reinterpret_cast<unsigned char*>(&now) + sizeof now);
+    m.after.assign(reinterpret_cast<unsigned char*>(&kept),
+                   reinterpret_cast<unsigned char*>(&kept) + sizeof kept);
+    moved_.push_back(std::move(m));
+  }
+  closedir(d);
+}
+
+void WorkerPool::restore_others() {
+  for (const Moved& m : moved_) {
+    cpu_set_t now;
+    if (sched_getaffinity(m.tid, sizeof now, &now) != 0) continue;  // gone
+    if (std::memcmp(&now, m.after.data(), sizeof now) != 0) continue;  // changed by its owner
+    sched_setaffinity(m.tid, sizeof now, reinterpret_cast<const cpu_set_t*>(m.before.data()));
+  }
+  moved_.clear();
 }
 
 void WorkerPool::run(const std::function<void(int)>& fn) {
@@ -41,6 +83,12 @@ void WorkerPool::run(const std::function<void(int)>& fn) {
     if (!cores_.empty()) pin_current_thread(cores_[0]);
     tids_[0].store(int(syscall(SYS_gettid)), std::memory_order_release);
     caller_joined_ = true;
+    if (isolate_ && !cores_.empty()) {
+      // the workers pin themselves first (a thread allowed on pool cores only is left alone)
+      for (int w = 1; w < n_; ++w)
+        while (tids_[size_t(w)].load(std::memory_order_acquire) == 0) std::this_thread::yield();
+      keep_others_off();
+    }
   }
   fn_ = &fn;
   pending_.store(n_ - 1, std::memory_order_relaxed);

@@ -35,9 +35,18 @@ class WorkerPool {
   // it has run a section): how often the OS took a worker's core, e.g. for another process's
   // thread. -1 where unavailable.
   int64_t involuntary_switches() const;
+  // Keeps the process's other threads off the pool's cores from the first run() on (default
+  // off; needs pinned cores): each thread allowed on any of them is moved to its other allowed
+  // cores (one with no others is left alone), and moved back when the pool is destroyed if its
+  // cores are still as set. Threads created later inherit their creator's cores.
+  void set_isolate(bool on) { isolate_ = on; }
+  // Threads moved off the pool's cores so far (see set_isolate).
+  int isolated_threads() const { return int(moved_.size()); }
 
  private:
   void loop(int worker);
+  void keep_others_off();
+  void restore_others();
   int n_;
   std::vector<int> cores_;
   std::vector<std::thread> threads_;
@@ -50,6 +59,12 @@ class WorkerPool {
   std::unique_ptr<std::atomic<int>[]> tids_;  // [n] Linux thread ids (0: not started yet)
   bool caller_joined_ = false;  // the caller was pinned (if cores given) and its tid recorded
   int spin_us_ = 200;
+  bool isolate_ = false;
+  struct Moved {
+    int tid;
+    std::vector<unsigned char> before, after;  // cpu_set_t bytes
+  };
+  std::vector<Moved> moved_;
 };
 
 // Pins the calling thread to one CPU; returns false when the OS refuses.
