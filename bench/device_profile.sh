@@ -37,18 +37,17 @@ summ() {  # ncu raw csv -> per-kernel totals (us), biggest first
 import csv, sys, collections, re
 rows = list(csv.reader(open(sys.argv[1])))
 hdr = next(i for i, r in enumerate(rows) if "Kernel Name" in r)
-h = rows[hdr]; kn = h.index("Kernel Name"); tv = h.index("gpu__time_duration.sum")
+h = rows[hdr]; kn = h.index("Kernel Name"); tv = h.index("gpu__time_duration.sum"); gs = h.index("Grid Size")
 tot = collections.OrderedDict(); cnt = collections.Counter(); allt = 0.0
-for r in rows[hdr + 1:]:
-    if len(r) <= tv: continue
-    try: t = float(r[tv]) / 1000.0
-    except ValueError: continue
-    name = re.sub(r"\(.*", "", r[kn]).replace("void ", "")
-    name = re.sub(r"<.*", "", name) + ("<" + r[kn].split("<", 1)[1].split(">")[0][:40] + ">" if "<" in r[kn] else "")
+for r in rows[hdr + 2:]:  # (the row after the header holds the units)
+    try: t = float(r[tv].replace(",", "")) / 1000.0
+    except (ValueError, IndexError): continue
+    name = re.sub(r"\(.*", "", r[kn]).replace("void ", "").replace("(anonymous namespace)::", "")
+    name += " grid " + r[gs]
     tot[name] = tot.get(name, 0.0) + t; cnt[name] += 1; allt += t
 print(f"kernels {sum(cnt.values())}, sum of durations {allt:.1f} us")
 for n, t in sorted(tot.items(), key=lambda x: -x[1]):
-    print(f"  {t:9.1f} us  {cnt[n]:4d} x  {t / cnt[n]:7.2f} us  {n}")
+    print(f"  {t:9.1f} us  {cnt[n]:4d} x  {t / cnt[n]:7.2f} us  {n[:100]}")
 EOF
 }
 for bits in $bits_list; do
