@@ -881,21 +881,21 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
     th.next = next;
     return th;
   };
-  // The norms before q/k/v and gate/up: in the GEMVs' prologue where they all can (NormIn), else
-  // a norm kernel writing xn_.
+  // The norms before q/k/v (group 0) and gate/up (group 2): in the GEMVs' prologue where they all
+  // can (returns the NormIn to pass them), else a norm kernel writing xn_ (returns nullptr).
   NormIn nin_attn, nin_mlp;
-  const NormIn* qkv_norm_in = nullptr;
-  if (!xn_ready_) {
-    if (norm_in_ok(B, base, 0, n, pt[0])) {
-      nin_attn.x = x;
-      nin_attn.gamma = reinterpret_cast<const float*>(base + B.attn_norm_off);
-      nin_attn.eps = eps;
-      qkv_norm_in = &nin_attn;
-    } else {
-      rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.attn_norm_off), n, d, eps,
-              xn_.get(), d, stream_);
+  auto norm_before = [&](int g, int64_t gamma_off, NormIn& nin) -> const NormIn* {
+    const float* gamma = reinterpret_cast<const float*>(base + gamma_off);
+    if (norm_in_ok(B, base, g, n, pt[g])) {
+      nin.x = x;
+      nin.gamma = gamma;
+      nin.eps = eps;
+      return &nin;
     }
-  }
+    rmsnorm(dt_, x, d, gamma, n, d, eps, xn_.get(), d, stream_);
+    return nullptr;
+  };
+  const NormIn* qkv_norm_in = xn_ready_ ? nullptr : norm_before(0, B.attn_norm_off, nin_attn);
   xn_ready_ = false;
   mark(kProfNorm);
   NormEpilogue ne;
@@ -935,18 +935,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
     }
   }
   mark(kProfO);
-  const NormIn* mlp_norm_in = nullptr;
-  if (!normed) {
-    if (norm_in_ok(B, base, 2, n, pt[2])) {
-      nin_mlp.x = x;
-      nin_mlp.gamma = reinterpret_cast<const float*>(base + B.mlp_norm_off);
-      nin_mlp.eps = eps;
-      mlp_norm_in = &nin_mlp;
-    } else {
-      rmsnorm(dt_, x, d, reinterpret_cast<const float*>(base + B.mlp_norm_off), n, d, eps,
-              xn_.get(), d, stream_);
-    }
-  }
+  const NormIn* mlp_norm_in = normed ? nullptr : norm_before(2, B.mlp_norm_off, nin_mlp);
   mark(kProfNorm);
   if (pt[2] >= 0) begin_point(pt[2], xn_.get(), d, d, n);
   if (pt[2] >= 0 || !gate_up_fused(B, base, n, mlp_norm_in)) {

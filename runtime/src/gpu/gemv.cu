@@ -51,18 +51,6 @@ __device__ __forceinline__ void to_float8(const uint4& v, float f[8], __nv_bfloa
   }
 }
 
-// Block-wide sum for any blockDim.x multiple of 32; every thread gets the result.
-__device__ __forceinline__ float block_sum_g(float v) {
-  __shared__ float sh[33];
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = lane < nw ? sh[lane] : 0.f;
-  return warp_sum(t);
-}
-
 // After a residual GEMV (Y = x rows of width d): the last block to finish writes the RMSNorm of
 // the nb rows, out[b*d + j] = T(gamma[j] * x[b, j] * rsqrt(mean(x_b^2) + eps)), as the
 // rmsnorm kernel does; this saves that kernel's launch in the decode step. Every thread of the
@@ -70,6 +58,7 @@ __device__ __forceinline__ float block_sum_g(float v) {
 template <typename T>
 __device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, int d, int nb) {
   __shared__ int last;
+  __shared__ float red[32];
   __threadfence();  // this block's outputs are visible device-wide before it is counted
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(e.counter, 1u) == gridDim.x - 1;
@@ -84,7 +73,7 @@ __device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, in
       const float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
       ss += v * v;
     }
-    ss = block_sum_g(ss);
+    ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / float(d) + e.eps);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
       out[int64_t(b) * d + j] = from_float<T>(e.gamma[j] * (__ldcg(x + j) * inv));
@@ -848,6 +837,29 @@ __global__ void __launch_bounds__(kS1Threads, MINB)
   }
 }
 
+// Blocks of a persistent grid over `units` warp units: one per kThreads/32 units, at most what is
+// resident at once with `smem` bytes of shared memory. `cache` ({smem, blocks per multiprocessor},
+// one per launch site) spares the occupancy query on every launch.
+template <typename Kernel>
+int persistent_blocks(Kernel kern, int threads, size_t smem, int units, int (&cache)[2]) {
+  if (cache[0] != int(smem)) {
+    int occ = 0;
+    HCI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, threads, smem));
+    cache[1] = std::max(1, occ);
+    cache[0] = int(smem);
+  }
+  const int warps = threads / 32, want = (units + warps - 1) / warps;
+  return std::max(1, std::min(want, g_sm_count * cache[1]));
+}
+
+// log2(v) for a power of two v, else -1.
+int exact_log2(int v) {
+  if (v <= 0 || (v & (v - 1)) != 0) return -1;
+  int k = 0;
+  while ((1 << k) < v) ++k;
+  return k;
+}
+
 template <int BITS, int RPW, int U, int MINB, bool SILU>
 void launch_qgemv1(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
                    const NormEpilogue& norm, cudaStream_t s) {
@@ -855,21 +867,9 @@ void launch_qgemv1(const PackedView& w, const void* x, float* y, bool acc, int p
   auto kern = qgemv1_kernel<BITS, RPW, U, MINB, SILU>;
   const size_t smem = size_t(w.d_in) * 2;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
-  // resident blocks per multiprocessor for this shared-memory size (cached per size)
-  static int cached_smem = -1, cached_occ = 1;
-  if (cached_smem != int(smem)) {
-    int occ = 0;
-    HCI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kS1Threads, smem));
-    cached_occ = std::max(1, occ);
-    cached_smem = int(smem);
-  }
-  const int want = (units + kS1Warps - 1) / kS1Warps;
-  const int blocks = std::max(1, std::min(want, g_sm_count * cached_occ));
-  int gshift = -1;
-  if ((w.group & (w.group - 1)) == 0) {
-    gshift = 0;
-    while ((1 << gshift) < w.group) ++gshift;
-  }
+  static int occ_cache[2] = {-1, 1};
+  const int blocks = persistent_blocks(kern, kS1Threads, smem, units, occ_cache);
+  const int gshift = exact_log2(w.group);
   launch_k("qgemv1", kern, dim3(blocks), dim3(kS1Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift,
            norm, nin);
@@ -1119,22 +1119,13 @@ void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int p
   auto kern = qgemv4_kernel<RPW, U, SILU>;
   const size_t smem = size_t(w.d_in) * 2 + size_t(w.d_in / 32) * 4;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
-  static int cached_smem = -1, cached_occ = 1;
-  if (cached_smem != int(smem)) {
-    int occ = 0;
-    HCI_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kern, kQ4Threads, smem));
-    cached_occ = std::max(1, occ);
-    cached_smem = int(smem);
-  }
-  const int want = (units + kQ4Warps - 1) / kQ4Warps;
-  const int blocks = std::max(1, std::min(want, g_sm_count * cached_occ));
-  int gshift5 = 0;
-  while ((32 << gshift5) < w.group) ++gshift5;
+  static int occ_cache[2] = {-1, 1};
+  const int blocks = persistent_blocks(kern, kQ4Threads, smem, units, occ_cache);
+  const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two >= 32)
   launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift5,
            norm, g_norm_in);
 }
-
 
 // The kernel of a packed GEMV of nb rows: 0 tensor-core, 1 SIMT, 2 streaming.
 int packed_kernel(const PackedView& w, int nb) {

@@ -230,6 +230,33 @@ __device__ __forceinline__ void loadE(const float* p, float (&f)[E]) {
   }
 }
 
+// The decode kernels' common start (one block per (head h, row)): q and the new key with RoPE at
+// position pos (q also scaled) and the new value into shared memory qs/ks/vs [HD]; then, in the
+// one block per KV head, the new key and value stored into the cache at `base + pos * kvd`.
+template <typename KV, int HD>
+__device__ __forceinline__ void decode_new_qkv(const float* row, const float2* c, int h, int kvh,
+                                               int qd, int kvd, float scale, bool store,
+                                               KV* kc, KV* vc, int64_t at, float* qs, float* ks,
+                                               float* vs) {
+  constexpr int HALF = HD / 2;
+  for (int f = threadIdx.x; f < HALF; f += blockDim.x) {
+    const float2 cf = c[f];
+    const float qa = row[h * HD + f], qb = row[h * HD + f + HALF];
+    qs[f] = (qa * cf.x - qb * cf.y) * scale;
+    qs[f + HALF] = (qb * cf.x + qa * cf.y) * scale;
+    const float ka = row[qd + kvh * HD + f], kb = row[qd + kvh * HD + f + HALF];
+    ks[f] = ka * cf.x - kb * cf.y;
+    ks[f + HALF] = kb * cf.x + ka * cf.y;
+  }
+  for (int t = threadIdx.x; t < HD; t += blockDim.x) vs[t] = row[qd + kvd + kvh * HD + t];
+  __syncthreads();
+  if (store)
+    for (int t = threadIdx.x; t < HD; t += blockDim.x) {
+      kc[at + t] = from_float<KV>(ks[t]);
+      vc[at + t] = from_float<KV>(vs[t]);
+    }
+}
+
 // Decode attention with RoPE and the KV store fused; one block per (head, row). Scores: one key
 // per lane (all of a lane's key loads in flight at once); values: lane owns E consecutive head
 // dimensions, 16 keys' loads in flight per round; online softmax per warp, merged across warps.
@@ -250,26 +277,9 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
   const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
-  const float* row = qkv + int64_t(i) * ldq;
-  const float2* c = cs + int64_t(pos) * HALF;
-  for (int f = threadIdx.x; f < HALF; f += blockDim.x) {
-    const float2 cf = c[f];
-    const float qa = row[h * HD + f], qb = row[h * HD + f + HALF];
-    qs[f] = (qa * cf.x - qb * cf.y) * scale;
-    qs[f + HALF] = (qb * cf.x + qa * cf.y) * scale;
-    const float ka = row[qd + kvh * HD + f], kb = row[qd + kvh * HD + f + HALF];
-    ks[f] = ka * cf.x - kb * cf.y;
-    ks[f + HALF] = kb * cf.x + ka * cf.y;
-  }
-  for (int t = threadIdx.x; t < HD; t += blockDim.x) vs[t] = row[qd + kvd + kvh * HD + t];
-  __syncthreads();
   const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
-  if (h % group == 0) {  // one block per kv head stores the new key and value
-    for (int t = threadIdx.x; t < HD; t += blockDim.x) {
-      kc[base + int64_t(pos) * kvd + t] = from_float<KV>(ks[t]);
-      vc[base + int64_t(pos) * kvd + t] = from_float<KV>(vs[t]);
-    }
-  }
+  decode_new_qkv<KV, HD>(qkv + int64_t(i) * ldq, cs + int64_t(pos) * HALF, h, kvh, qd, kvd, scale,
+                         h % group == 0, kc, vc, base + int64_t(pos) * kvd, qs, ks, vs);
   const KV* K = kc + base;
   const KV* V = vc + base;
   float m = -FLT_MAX, l = 0.f, acc[E];
@@ -385,26 +395,9 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
   const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
-  const float* row = qkv + int64_t(i) * ldq;
-  const float2* c = cs + int64_t(pos) * HALF;
-  for (int f = threadIdx.x; f < HALF; f += NT) {
-    const float2 cf = c[f];
-    const float qa = row[h * HD + f], qb = row[h * HD + f + HALF];
-    qs[f] = (qa * cf.x - qb * cf.y) * scale;
-    qs[f + HALF] = (qb * cf.x + qa * cf.y) * scale;
-    const float ka = row[qd + kvh * HD + f], kb = row[qd + kvh * HD + f + HALF];
-    ks[f] = ka * cf.x - kb * cf.y;
-    ks[f + HALF] = kb * cf.x + ka * cf.y;
-  }
-  for (int t = threadIdx.x; t < HD; t += NT) vs[t] = row[qd + kvd + kvh * HD + t];
-  __syncthreads();
   const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
-  if (h % group == 0) {
-    for (int t = threadIdx.x; t < HD; t += NT) {
-      kc[base + int64_t(pos) * kvd + t] = from_float<KV>(ks[t]);
-      vc[base + int64_t(pos) * kvd + t] = from_float<KV>(vs[t]);
-    }
-  }
+  decode_new_qkv<KV, HD>(qkv + int64_t(i) * ldq, cs + int64_t(pos) * HALF, h, kvh, qd, kvd, scale,
+                         h % group == 0, kc, vc, base + int64_t(pos) * kvd, qs, ks, vs);
   const KV* K = kc + base;
   const KV* V = vc + base;
   // 2. scores
