@@ -217,9 +217,16 @@ TEST(controller_trades_rank_for_time) {
   CHECK(last < 400);
   // at full rank the GPU would wait about full_ns − window each pass
   CHECK(late_wait < (full_ns - window) / 4);
-  // a window far longer than the full-rank work: back to full rank
-  for (int pass = 0; pass < 60; ++pass) hand_off(fc, ++seq, 0, 1, 4 * full_ns);
-  server.ranks(nullptr, &last, nullptr, 1);
+  // A window far longer than the full-rank work: back to full rank. Undisturbed, the probe needs
+  // about 30 passes from rank ~70; a shared CI machine can make a pass late now and then (each
+  // costs a small cut), so allow many more passes and check only that it gets there.
+  int passes_to_full = -1;
+  for (int pass = 0; pass < 400 && passes_to_full < 0; ++pass) {
+    hand_off(fc, ++seq, 0, 1, 4 * full_ns);
+    server.ranks(nullptr, &last, nullptr, 1);
+    if (last == 512) passes_to_full = pass + 1;
+  }
+  std::printf("  long window: full rank again after %d passes\n", passes_to_full);
   CHECK(last == 512);
   CHECK(server.stats().rank_fraction_sum > 0);
 }
