@@ -218,8 +218,8 @@ TEST(packed_gemv_matches_reference) {
           }
   set_gemv_variants(0, 0);
   std::printf("  worst packed GEMV rel err %.2e (fp16 partial sums of 8 codes)\n", worst);
-  // accumulate mode
-  QData q = make_q(64, 256, 4, 64);
+  // accumulate mode (group 128: the lean 4-bit kernel takes groups of 128..4096)
+  QData q = make_q(64, 256, 4, 128);
   auto x = randn(256);
   auto xb = round16(x, DType::F16);
   auto y0 = randn(64);
@@ -326,13 +326,16 @@ TEST(own_gemm_matches_reference) {
 }
 
 TEST(rmsnorm_silu_match_cpu) {
-  const int n = 3, d = 4096;
-  auto x = randn(size_t(n) * d), g = randn(size_t(d), 0.5f);
-  std::vector<float> ref(x.size());
-  hci::rmsnorm(x.data(), g.data(), ref.data(), n, d, 1e-5);
-  DeviceBuffer X = up(x), G = up(g), O = poisoned(x.size());
-  rmsnorm(DType::F32, X.as<float>(), d, G.as<float>(), n, d, 1e-5f, O.get(), d, nullptr);
-  CHECK(rel_err(down<float>(O, x.size()), ref) < 1e-6);
+  const int n = 3;
+  // 4096: the row held in registers; 4098 (not a multiple of 4) and 20000 (too long): the loop
+  for (int d : {4096, 4098, 20000}) {
+    auto x = randn(size_t(n) * d), g = randn(size_t(d), 0.5f);
+    std::vector<float> ref(x.size());
+    hci::rmsnorm(x.data(), g.data(), ref.data(), n, d, 1e-5);
+    DeviceBuffer X = up(x), G = up(g), O = poisoned(x.size());
+    rmsnorm(DType::F32, X.as<float>(), d, G.as<float>(), n, d, 1e-5f, O.get(), d, nullptr);
+    CHECK(rel_err(down<float>(O, x.size()), ref) < 1e-6);
+  }
   const int ff = 1000;
   auto gu = randn(size_t(n) * 2 * ff);
   std::vector<float> gate(size_t(n) * ff), upv(size_t(n) * ff);
@@ -554,7 +557,7 @@ TEST(prologue_norm_matches_cpu) {
       std::vector<float> xn(r.size());
       for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(g[i]) * (double(r[i]) * inv));
       round16(xn, DType::F16);  // rounds in place
-      QData q = make_q(2 * d, d_in, bits, 64);
+      QData q = make_q(2 * d, d_in, bits, 128);  // (the lean 4-bit kernel: groups >= 128)
       std::vector<double> prod(size_t(2 * d));
       ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
       std::vector<float> gated(static_cast<size_t>(d));

@@ -1,5 +1,5 @@
-// Device helpers shared by the elementwise kernels (kernels.cu) and the CPU-compensation hand-off
-// kernels (comp_kernels.cu): dtype conversion and block-wide sums.
+// Device helpers shared by the kernels (kernels.cu, gemv.cu, gemm.cu, comp_kernels.cu): dtype
+// conversion, block-wide sums, asynchronous global-to-shared copies.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -39,5 +39,25 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   float t = lane < nw ? sh[lane] : 0.f;
   return warp_sum(t);
 }
+
+// Asynchronous copies global -> shared (sm_80+), tracked per thread in commit groups.
+// 16 bytes, L2 only (streamed data); `ok` false fills the destination with zeros, reading nothing.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok = true) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = ok ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+// 4 bytes (through L1: small, reused words such as scales).
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N of this thread's most recent groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait<0>(); }
 
 }  // namespace hci::gpu

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "device_util.cuh"
 #include "launch.cuh"
 
 namespace hci::gpu {
@@ -15,14 +16,6 @@ namespace hci::gpu {
 namespace {
 
 constexpr int BM = 64, BN = 64, BK = 32, PAD = 8, LDS = BK + PAD;
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int n = ok ? 16 : 0;  // zero-fill when out of range
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 template <typename T>
 struct Smem {

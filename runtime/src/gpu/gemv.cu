@@ -931,14 +931,31 @@ bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in
 // The streaming kernel above spends ~170 instructions per 16-byte vector of 32 codes (measured
 // with Nsight Compute on an H100: 8.5 M warp instructions for the 12288 x 4096 q/k/v matrix, at
 // 46% issue utilization and 42% of DRAM bandwidth), so W4 decode ran into the issue rate, not
-// memory. This kernel does the same product in about half the instructions:
+// memory: at the H200's 4.3 TB/s a multiprocessor must finish one warp-wide vector (512 bytes)
+// every ~31 cycles, i.e. within ~125 warp instructions at full issue (~62 on the integer pipe).
+// This kernel needs ~77 per vector in its main loop (read off its SASS):
 //   - the scale leaves the inner loop: each 32-code vector's dot product of exact (code - zero)
 //     values in fp16x2 (two partials of 8 products per half) is scaled once, in fp32;
 //   - so that these unscaled partials cannot overflow fp16, x is staged in shared memory as
 //     x' = x * 2^-e per 32-element chunk (e from the chunk's largest |x|, so |x'| < 1 and a
 //     partial stays below 8 * 15); 2^e joins the weight scale (power-of-two scaling is exact);
+//   - a nibble pair becomes an fp16 pair with one LOP3 ((v & mask) | magic: `lop_or_magic`);
+//     written as C, ptxas emits an AND and an OR, because LOP3 takes only one immediate;
+//   - x is staged piece-major (xs[v * chunks + c], v the 16-byte piece of chunk c), so a warp's
+//     shared loads are contiguous (no bank conflicts, no swizzle) and their addresses are a base
+//     register plus an immediate;
 //   - every warp walks whole rows (RPW of them, U vectors per lane in flight each) with a fixed
-//     stride: no division in the loop, the scale index is a shift.
+//     stride; a row's code pointer advances by 32 U vectors per step, so the loads take
+//     immediate offsets; the (scale, zero) pairs of a step come in one coalesced load per row
+//     (lane L: group kb / group + L; 32 groups of >= 128 codes cover the step's 32 U vectors) and
+//     reach the lanes that need them by shuffle;
+//   - with the RMSNorm in the prologue (NormIn) the norm's scale is applied to the row sums, not
+//     to x: x' is built from gamma * x directly and the sum of squares is reduced in the same
+//     pass, so the only wait after the PDL wait is one read of the residual.
+// Measured (H200, Llama-2-7B W4 g128 batch-1 graph decode): 446 -> 570 tok/s with the attention
+// changes of the same commit. A version feeding each warp from a cp.async ring of 2-3 stages in
+// shared memory (no registers held across the memory latency) was slower (523 tok/s): it added
+// instructions, and the kernel is bound by issue, not by memory latency.
 // Shapes: W [d_out, d_in] 4-bit codes (pack.h layout), sz [d_out, d_in/group] (scale, zero) fp16;
 // x [d_in] fp16 (or the NormIn residual); y [d_out] fp32 (SILU: h [pair] fp16).
 constexpr int kQ4Threads = 256;
@@ -946,61 +963,70 @@ constexpr int kQ4Warps = kQ4Threads / 32;
 constexpr int kQ4MaxDin = 20480;  // x (40 KB) + chunk scales within the 48 KB of shared memory
 
 bool qgemv4_eligible(const PackedView& w) {
-  return w.bits == 4 && w.group >= 32 && (w.group & (w.group - 1)) == 0 && w.d_in % 64 == 0 &&
-         w.d_in <= kQ4MaxDin;
+  return w.bits == 4 && w.group >= 128 && w.group <= 4096 && (w.group & (w.group - 1)) == 0 &&
+         w.d_in % 64 == 0 && w.d_in <= kQ4MaxDin;
+}
+
+// (v & MASK) | magic in one LOP3; `magic` must be a register (0x64006400: the fp16 pair 1024).
+template <uint32_t MASK>
+__device__ __forceinline__ uint32_t lop_or_magic(uint32_t v, uint32_t magic) {
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(v), "n"(MASK), "r"(magic));
+  return r;
 }
 
 template <int RPW, int U, bool SILU>
 __global__ void __launch_bounds__(kQ4Threads, 2)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift5,
-                  NormEpilogue norm, NormIn nin) {
+                  NormEpilogue norm, NormIn nin, uint32_t magic) {
   static_assert(!SILU || RPW == 2, "SILU pairs two rows");
-  extern __shared__ uint4 xs[];  // [d_in / 8] swizzled (xs_unit), then [d_in / 32] floats 2^e
-  __shared__ float red[32];
+  extern __shared__ uint4 xs[];  // [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e
+  __shared__ float red[kQ4Warps];
   const int lane = threadIdx.x & 31;
   const int gw = blockIdx.x * kQ4Warps + (threadIdx.x >> 5);
   const int nw = gridDim.x * kQ4Warps;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
-  const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row
+  const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row = chunks of x
   const int n_groups = w.d_in / w.group;
-  float* xsc = reinterpret_cast<float*>(xs + (w.d_in >> 3));
+  float* xsc = reinterpret_cast<float*>(xs + 4 * steps);
 
   uint4 q[U][RPW];
-  uint32_t sz[U][RPW];
+  uint32_t szw[RPW];          // lane L: the pair of group (kb >> gshift5) + L of each row
+  const uint4* qrow[RPW];     // this unit's rows: the lane's code vector of the next step
+  const uint32_t* srow[RPW];  // and the rows' (scale, zero) pairs
   auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
-  auto load = [&](int unit, int kb) {
+  auto rows = [&](int unit) {
 #pragma unroll
     for (int r = 0; r < RPW; ++r) {
-      const int row = row_of(unit, r);
-      const bool rok = row < w.d_out;
-      const uint4* qr = reinterpret_cast<const uint4*>(w.lo + int64_t(rok ? row : 0) * w.lo_row_bytes);
-      const uint32_t* sr = w.sz + int64_t(rok ? row : 0) * n_groups;
+      const int row = min(row_of(unit, r), w.d_out - 1);  // a clamped row is computed, not stored
+      qrow[r] = reinterpret_cast<const uint4*>(w.lo + int64_t(row) * w.lo_row_bytes) + lane;
+      srow[r] = w.sz + int64_t(row) * n_groups;
+    }
+  };
+  auto load = [&](int kb) {
+    const int gi = (kb >> gshift5) + lane;
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = kb + u * 32 + lane;
-        const bool ok = rok && c < steps;
-        q[u][r] = ok ? __ldcs(qr + c) : make_uint4(0, 0, 0, 0);
-        sz[u][r] = ok ? __ldg(sr + (c >> gshift5)) : 0u;
-      }
+    for (int r = 0; r < RPW; ++r) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (kb + u * 32 + lane < steps) q[u][r] = __ldcs(qrow[r] + u * 32);  // (else unused)
+      qrow[r] += 32 * U;
+      szw[r] = gi < n_groups ? __ldg(srow[r] + gi) : 0u;
     }
   };
 
-  if (gw < units) load(gw, 0);
-  pdl_wait();  // weights are constant; x and y come from earlier kernels
-  // stage x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk)
-  const int n16 = w.d_in >> 3;
-  float inv = 1.f;
-  if (nin.gamma) {
-    const float4* r4 = reinterpret_cast<const float4*>(nin.x);
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < n16; i += kQ4Threads) {
-      const float4 a = r4[2 * i], b = r4[2 * i + 1];
-      ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
-            b.w * b.w;
-    }
-    inv = rsqrtf(block_sum(ss, red) / float(w.d_in) + nin.eps);
+  if (gw < units) {
+    rows(gw);
+    load(0);
   }
+  pdl_wait();  // weights are constant; x and y come from earlier kernels
+  // Stage x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk); with NormIn x is
+  // gamma * residual (rounded to fp16, as the separate norm kernel would round its output) and the
+  // residual's sum of squares is reduced on the way. Every block stages all of x, so this runs on
+  // every multiprocessor: exponents by bit operations, scaling by exact powers of two.
+  const int n16 = w.d_in >> 3;
+  float ss = 0.f;
   for (int i0 = 0; i0 < n16; i0 += kQ4Threads) {  // uniform trip count: shuffles below
     const int i = i0 + threadIdx.x;
     float v[8];
@@ -1009,13 +1035,14 @@ __global__ void __launch_bounds__(kQ4Threads, 2)
         const float4* r4 = reinterpret_cast<const float4*>(nin.x) + 2 * i;
         const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * i;
         const float4 a = r4[0], b = r4[1], ga = __ldg(g4), gb = __ldg(g4 + 1);
-        v[0] = ga.x * (a.x * inv); v[1] = ga.y * (a.y * inv);
-        v[2] = ga.z * (a.z * inv); v[3] = ga.w * (a.w * inv);
-        v[4] = gb.x * (b.x * inv); v[5] = gb.y * (b.y * inv);
-        v[6] = gb.z * (b.z * inv); v[7] = gb.w * (b.w * inv);
-        // the value the separate norm kernel would store
-#pragma unroll
-        for (int t = 0; t < 8; ++t) v[t] = __half2float(__float2half_rn(v[t]));
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
+              b.w * b.w;
+        const float2 f0 = __half22float2(__floats2half2_rn(ga.x * a.x, ga.y * a.y));
+        const float2 f1 = __half22float2(__floats2half2_rn(ga.z * a.z, ga.w * a.w));
+        const float2 f2 = __half22float2(__floats2half2_rn(gb.x * b.x, gb.y * b.y));
+        const float2 f3 = __half22float2(__floats2half2_rn(gb.z * b.z, gb.w * b.w));
+        v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
+        v[4] = f2.x; v[5] = f2.y; v[6] = f3.x; v[7] = f3.y;
       } else {
         const uint4 raw = __ldg(reinterpret_cast<const uint4*>(X) + i);
         const __half2* h = reinterpret_cast<const __half2*>(&raw);
@@ -1035,36 +1062,55 @@ __global__ void __launch_bounds__(kQ4Threads, 2)
     for (int t = 0; t < 8; ++t) m = fmaxf(m, fabsf(v[t]));
     m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
     m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-    int e = 0;
-    if (m > 0.f) frexpf(m, &e);  // m = f * 2^e, f in [0.5, 1): |v| * 2^-e < 1
+    // m = f * 2^e with f in [0.5, 1) (frexp's e; subnormal m gives -126, still |x| * 2^-e < 1);
+    // |x| <= 65504 keeps e <= 17, so both 2^-e and 2^e are normal floats
+    const int e = m > 0.f ? ((__float_as_int(m) >> 23) & 0xFF) - 126 : 0;
     if (i < n16) {
+      const float down = __int_as_float((127 - e) << 23);
       uint4 o;
       __half2* oh = reinterpret_cast<__half2*>(&o);
 #pragma unroll
-      for (int t = 0; t < 4; ++t)
-        oh[t] = __floats2half2_rn(ldexpf(v[2 * t], -e), ldexpf(v[2 * t + 1], -e));
-      xs[xs_unit(i >> 2, i & 3)] = o;
-      if ((i & 3) == 0) xsc[i >> 2] = ldexpf(1.f, e);
+      for (int t = 0; t < 4; ++t) oh[t] = __floats2half2_rn(v[2 * t] * down, v[2 * t + 1] * down);
+      xs[(i & 3) * steps + (i >> 2)] = o;
+      if ((i & 3) == 0) xsc[i >> 2] = __int_as_float((127 + e) << 23);
     }
   }
-  __syncthreads();
+  if (nin.gamma) {
+    ss = warp_sum(ss);
+    if (lane == 0) red[threadIdx.x >> 5] = ss;
+  }
+  __syncthreads();  // x' and the warps' sums of squares
+  float inv = 1.f;  // the norm's scale, applied to the row sums
+  if (nin.gamma) {
+    ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < kQ4Warps; ++k) ss += red[k];
+    inv = rsqrtf(ss / float(w.d_in) + nin.eps);
+  }
 
   const __half2 r16 = __float2half2_rn(0.0625f);
+  const uint4* xl = xs + lane;
+  const float* xscl = xsc + lane;
   for (int unit = gw; unit < units; unit += nw) {
     float acc[RPW];
 #pragma unroll
     for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
     for (int kb = 0; kb < steps; kb += 32 * U) {
-      if (kb > 0) load(unit, kb);
+      if (kb > 0) load(kb);
+      uint32_t sz[U][RPW];  // the pairs of the lane's vectors (all lanes take part in the shuffles)
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int r = 0; r < RPW; ++r)
+          sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + lane) >> gshift5);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
-        const int c = kb + u * 32 + lane;
-        if (c >= steps) continue;
+        if (kb + u * 32 + lane >= steps) continue;
         uint4 xv[4];
 #pragma unroll
-        for (int v = 0; v < 4; ++v) xv[v] = xs[xs_unit(c, v)];
+        for (int v = 0; v < 4; ++v) xv[v] = xl[v * steps + kb + u * 32];
         const __half2* xh = reinterpret_cast<const __half2*>(xv);
-        const float xe = xsc[c];
+        const float xe = xscl[kb + u * 32];
 #pragma unroll
         for (int r = 0; r < RPW; ++r) {
           const __half2 szv = as_half2(sz[u][r]);
@@ -1075,32 +1121,34 @@ __global__ void __launch_bounds__(kQ4Threads, 2)
           __half2 p0 = __float2half2_rn(0.f), p1 = p0;
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            uint32_t v = wq[i];
+            const uint32_t v = wq[i], v8 = v >> 8;
             // (code - zero) exactly, as in unpack4_fast, without the scale
-            const __half2 d0 = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
-            const __half2 d1 = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
-            v >>= 8;
-            const __half2 d2 = __hsub2(as_half2((v & 0x000F000Fu) | 0x64006400u), hz);
-            const __half2 d3 = __hfma2(as_half2((v & 0x00F000F0u) | 0x64006400u), r16, nz);
+            const __half2 d0 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v, magic)), hz);
+            const __half2 d1 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v, magic)), r16, nz);
+            const __half2 d2 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v8, magic)), hz);
+            const __half2 d3 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v8, magic)), r16, nz);
             __half2& p = i < 2 ? p0 : p1;
             p = __hfma2(d0, xh[4 * i + 0], p);
             p = __hfma2(d1, xh[4 * i + 1], p);
             p = __hfma2(d2, xh[4 * i + 2], p);
             p = __hfma2(d3, xh[4 * i + 3], p);
           }
-          const float2 f0 = __half22float2(p0), f1 = __half22float2(p1);
-          acc[r] = fmaf((f0.x + f0.y) + (f1.x + f1.y), __low2float(szv) * xe, acc[r]);
+          const float2 f = __half22float2(__hadd2(p0, p1));  // |each| < 16 * 15
+          acc[r] = fmaf(f.x + f.y, __low2float(szv) * xe, acc[r]);
         }
       }
     }
-    if (unit + nw < units) load(unit + nw, 0);  // the next unit's first loads during the sums
+    if (unit + nw < units) {  // the next unit's first loads during the sums
+      rows(unit + nw);
+      load(0);
+    }
     if constexpr (SILU) {
-      const float g = warp_sum(acc[0]), up = warp_sum(acc[1]);
+      const float g = warp_sum(acc[0]) * inv, up = warp_sum(acc[1]) * inv;
       if (lane == 0) H[unit] = __float2half_rn(g / (1.0f + expf(-g)) * up);
     } else {
 #pragma unroll
       for (int r = 0; r < RPW; ++r) {
-        const float v = warp_sum(acc[r]);
+        const float v = warp_sum(acc[r]) * inv;
         const int row = row_of(unit, r);
         if (lane == r && row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
       }
@@ -1121,10 +1169,10 @@ void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int p
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
   static int occ_cache[2] = {-1, 1};
   const int blocks = persistent_blocks(kern, kQ4Threads, smem, units, occ_cache);
-  const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two >= 32)
+  const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two, 128..4096)
   launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift5,
-           norm, g_norm_in);
+           norm, g_norm_in, 0x64006400u);
 }
 
 // The kernel of a packed GEMV of nb rows: 0 tensor-core, 1 SIMT, 2 streaming.

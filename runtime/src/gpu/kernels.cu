@@ -55,12 +55,52 @@ __global__ void embed_kernel(const T* __restrict__ table, int d, const int* __re
   for (int j = threadIdx.x; j < d; j += blockDim.x) x[int64_t(i) * d + j] = to_float(row[j]);
 }
 
+// One block per row. Decode runs it at batch 1, where it is all latency: with d % 4 == 0 and
+// d <= 4 * 4 * blockDim.x the row is read once in 16-byte loads held in registers, and gamma (a
+// weight) is loaded before the PDL wait, so one read of x sits on the critical path (the plain
+// loop below read x and gamma in dependent rounds: 6.8 us per call on an H200 at d = 4096).
 template <typename T>
 __global__ void rmsnorm_kernel(const float* __restrict__ x, int ldx, const float* __restrict__ g,
                                int d, float eps, T* __restrict__ out, int ldo) {
   pdl_trigger();
-  pdl_wait();
   __shared__ float sh[32];
+  constexpr int kMaxV = 4;  // float4s of the row per thread
+  const int d4 = d >> 2;
+  if (d % 4 == 0 && ldx % 4 == 0 && d4 <= kMaxV * int(blockDim.x)) {
+    const float4* g4 = reinterpret_cast<const float4*>(g);
+    float4 gv[kMaxV], xv[kMaxV];
+#pragma unroll
+    for (int k = 0; k < kMaxV; ++k) {
+      const int j = threadIdx.x + k * blockDim.x;
+      if (j < d4) gv[k] = __ldg(g4 + j);
+    }
+    pdl_wait();
+    const float4* x4 = reinterpret_cast<const float4*>(x + int64_t(blockIdx.x) * ldx);
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < kMaxV; ++k) {
+      const int j = threadIdx.x + k * blockDim.x;
+      if (j < d4) {
+        xv[k] = x4[j];
+        ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+      }
+    }
+    ss = block_sum(ss, sh);
+    const float inv = rsqrtf(ss / float(d) + eps);
+    T* oi = out + int64_t(blockIdx.x) * ldo;
+#pragma unroll
+    for (int k = 0; k < kMaxV; ++k) {
+      const int j = threadIdx.x + k * blockDim.x;
+      if (j < d4) {
+        oi[4 * j] = from_float<T>(gv[k].x * (xv[k].x * inv));
+        oi[4 * j + 1] = from_float<T>(gv[k].y * (xv[k].y * inv));
+        oi[4 * j + 2] = from_float<T>(gv[k].z * (xv[k].z * inv));
+        oi[4 * j + 3] = from_float<T>(gv[k].w * (xv[k].w * inv));
+      }
+    }
+    return;
+  }
+  pdl_wait();
   const float* xi = x + int64_t(blockIdx.x) * ldx;
   float ss = 0.f;
   for (int j = threadIdx.x; j < d; j += blockDim.x) ss += xi[j] * xi[j];
@@ -372,10 +412,30 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 //   3. softmax over s[0, L) with two block reductions (probabilities replace the scores);
 //   4. values: lane owns HD/32 consecutive dimensions (a warp reads whole rows), warps take
 //      kDecUnV consecutive keys at a time, loads in flight together; partials merged across warps.
+//      A warp's first round of keys and values is loaded before phase 1, so that their latency
+//      overlaps phase 1's loads (and, for the values, phases 2 and 3) instead of following them.
+// Before its PDL wait (while the q/k/v GEMV still runs) the block asks L2 for the head's cached
+// keys and values (`prefetch_kv_l2`): only a hint, so the position read there may be stale.
 // Shapes: qkv [n, ldq] fp32 (q | k | v), cs [n_ctx, HD/2] (cos, sin), kc/vc [max_batch, n_ctx,
 // n_kv*HD], out [n, ldo]; dynamic shared memory: n_ctx floats.
 constexpr int kDecWarps = 16, kDecUnS = 4, kDecUnV = 8;
 constexpr int kAttnSmemCtx = 8192;
+
+// Asks L2 for rows [0, L) of a head's cached keys and values (HD elements each, kvd apart); the
+// caller's threads share the rows. A hint only: no data is read.
+template <typename KV, int HD>
+__device__ __forceinline__ void prefetch_kv_l2(const KV* K, const KV* V, int64_t kvd, int L) {
+  constexpr int kRowBytes = HD * int(sizeof(KV));
+  for (int t = threadIdx.x; t < 2 * L; t += blockDim.x) {
+    const KV* row = (t & 1 ? V : K) + int64_t(t >> 1) * kvd;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(row), "n"(kRowBytes) : "memory");
+#else
+    for (int b = 0; b < kRowBytes; b += 128)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(reinterpret_cast<const char*>(row) + b));
+#endif
+  }
+}
 
 template <typename KV, typename TO, int HD>
 __global__ void __launch_bounds__(kDecWarps * 32)
@@ -390,23 +450,22 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   __shared__ float part[kDecWarps][HD];
   __shared__ float red[32];
   pdl_trigger();
-  pdl_wait();
   const int h = blockIdx.x, i = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
   const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
+  {  // the cache rows before pos are final (written by earlier steps): warm L2 with them
+    const int64_t b0 = int64_t(row_seq[i]) * n_ctx * kvd + kvh * HD;
+    prefetch_kv_l2<KV, HD>(kc + b0, vc + b0, kvd, min(row_pos[i], n_ctx - 1));
+  }
+  pdl_wait();
+  const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
   const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
-  decode_new_qkv<KV, HD>(qkv + int64_t(i) * ldq, cs + int64_t(pos) * HALF, h, kvh, qd, kvd, scale,
-                         h % group == 0, kc, vc, base + int64_t(pos) * kvd, qs, ks, vs);
   const KV* K = kc + base;
   const KV* V = vc + base;
-  // 2. scores
   const int sub = lane / G, gl = lane % G;
-  float qr[8];
-#pragma unroll
-  for (int t = 0; t < 8; ++t) qr[t] = qs[gl * 8 + t];
-  for (int j0 = warp * KPW * kDecUnS; j0 < L; j0 += kDecWarps * KPW * kDecUnS) {
-    float kf[kDecUnS][8];
+  // Cached keys (in the layout of phase 2) and values (of phase 4) of positions before pos; the
+  // rest are zero, and position pos comes from shared memory (`own`) once phase 1 has run.
+  auto load_keys = [&](int j0, float (&kf)[kDecUnS][8]) {
 #pragma unroll
     for (int u = 0; u < kDecUnS; ++u) {
       const int j = j0 + u * KPW + sub;
@@ -414,9 +473,59 @@ __global__ void __launch_bounds__(kDecWarps * 32)
         load8(K + int64_t(j) * kvd + gl * 8, kf[u]);
       } else {
 #pragma unroll
-        for (int t = 0; t < 8; ++t) kf[u][t] = j == pos ? ks[gl * 8 + t] : 0.f;
+        for (int t = 0; t < 8; ++t) kf[u][t] = 0.f;
       }
     }
+  };
+  auto own_key = [&](int j0, float (&kf)[kDecUnS][8]) {
+#pragma unroll
+    for (int u = 0; u < kDecUnS; ++u)
+      if (j0 + u * KPW + sub == pos)
+#pragma unroll
+        for (int t = 0; t < 8; ++t) kf[u][t] = ks[gl * 8 + t];
+  };
+  auto load_values = [&](int j0, float (&vv)[kDecUnV][E]) {
+#pragma unroll
+    for (int u = 0; u < kDecUnV; ++u) {
+      const int j = j0 + u;
+      if (j < pos) {
+        loadE<E>(V + int64_t(j) * kvd + lane * E, vv[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) vv[u][e] = 0.f;
+      }
+    }
+  };
+  auto own_value = [&](int j0, float (&vv)[kDecUnV][E]) {
+#pragma unroll
+    for (int u = 0; u < kDecUnV; ++u)
+      if (j0 + u == pos)
+#pragma unroll
+        for (int e = 0; e < E; ++e) vv[u][e] = vs[lane * E + e];
+  };
+  // The first round of keys and values is in flight while phase 1 runs (its loads of the new
+  // q/k/v row are independent of these), the values also through phases 2 and 3.
+  float k_first[kDecUnS][8], v_first[kDecUnV][E];
+  load_keys(warp * KPW * kDecUnS, k_first);
+  load_values(warp * kDecUnV, v_first);
+  decode_new_qkv<KV, HD>(qkv + int64_t(i) * ldq, cs + int64_t(pos) * HALF, h, kvh, qd, kvd, scale,
+                         h % group == 0, kc, vc, base + int64_t(pos) * kvd, qs, ks, vs);
+  own_value(warp * kDecUnV, v_first);
+  // 2. scores
+  float qr[8];
+#pragma unroll
+  for (int t = 0; t < 8; ++t) qr[t] = qs[gl * 8 + t];
+  for (int j0 = warp * KPW * kDecUnS; j0 < L; j0 += kDecWarps * KPW * kDecUnS) {
+    float kf[kDecUnS][8];
+    if (j0 == warp * KPW * kDecUnS) {
+#pragma unroll
+      for (int u = 0; u < kDecUnS; ++u)
+#pragma unroll
+        for (int t = 0; t < 8; ++t) kf[u][t] = k_first[u][t];
+    } else {
+      load_keys(j0, kf);
+    }
+    own_key(j0, kf);
 #pragma unroll
     for (int u = 0; u < kDecUnS; ++u) {
       float d = 0.f;
@@ -444,23 +553,20 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   float acc[E];
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.f;
-  for (int j0 = warp * kDecUnV; j0 < L; j0 += kDecWarps * kDecUnV) {
-    float vv[kDecUnV][E], pj[kDecUnV];
+  auto accumulate = [&](int j0, const float (&vv)[kDecUnV][E]) {
 #pragma unroll
     for (int u = 0; u < kDecUnV; ++u) {
-      const int j = j0 + u;
-      if (j < pos) {
-        loadE<E>(V + int64_t(j) * kvd + lane * E, vv[u]);
-      } else {
+      const float pj = j0 + u < L ? s[j0 + u] : 0.f;
 #pragma unroll
-        for (int e = 0; e < E; ++e) vv[u][e] = j == pos ? vs[lane * E + e] : 0.f;
-      }
-      pj[u] = j < L ? s[j] : 0.f;
+      for (int e = 0; e < E; ++e) acc[e] = fmaf(pj, vv[u][e], acc[e]);
     }
-#pragma unroll
-    for (int u = 0; u < kDecUnV; ++u)
-#pragma unroll
-      for (int e = 0; e < E; ++e) acc[e] = fmaf(pj[u], vv[u][e], acc[e]);
+  };
+  accumulate(warp * kDecUnV, v_first);
+  for (int j0 = (warp + kDecWarps) * kDecUnV; j0 < L; j0 += kDecWarps * kDecUnV) {
+    float vv[kDecUnV][E];
+    load_values(j0, vv);
+    own_value(j0, vv);
+    accumulate(j0, vv);
   }
 #pragma unroll
   for (int e = 0; e < E; ++e) part[warp][lane * E + e] = acc[e];
@@ -523,13 +629,24 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int V, int* __re
   const float* row = logits + int64_t(i) * V;
   float bv = -FLT_MAX;
   int bi = 0x7fffffff;
-  for (int j = threadIdx.x; j < V; j += blockDim.x) {
-    const float v = row[j];
+  auto take = [&](float v, int j) {
     if (v > bv) {
       bv = v;
       bi = j;
     }
+  };
+  // 16-byte loads, many in flight per thread (one block reads the whole row: latency bound)
+  const int v4 = V % 4 == 0 ? V / 4 : 0;
+  const float4* row4 = reinterpret_cast<const float4*>(row);
+#pragma unroll 8
+  for (int j = threadIdx.x; j < v4; j += blockDim.x) {
+    const float4 v = row4[j];
+    take(v.x, 4 * j);
+    take(v.y, 4 * j + 1);
+    take(v.z, 4 * j + 2);
+    take(v.w, 4 * j + 3);
   }
+  for (int j = 4 * v4 + threadIdx.x; j < V; j += blockDim.x) take(row[j], j);
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -833,7 +950,7 @@ void nll_rows(const float* logits, int V, const int* targets, int n, float* nll,
 
 void argmax_rows(const float* logits, int V, int n, int* out, cudaStream_t s) {
   if (n <= 0) return;
-  launch_k("argmax_kernel", argmax_kernel, dim3(n), dim3(512), 0, s, logits, V, out);
+  launch_k("argmax_kernel", argmax_kernel, dim3(n), dim3(1024), 0, s, logits, V, out);
   HCI_LAUNCH_CHECK("argmax_rows");
 }
 
