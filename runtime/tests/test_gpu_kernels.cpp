@@ -417,12 +417,14 @@ TEST(rope_store_and_attention_match_cpu) {
 
 TEST(decode_attention_matches_cpu) {
   // n_ctx 640: the shared-memory kernel over several rounds of keys (600) and the new key alone
-  // (0); 8200: beyond its limit, the online-softmax kernel
-  for (int n_ctx : {640, 8200})
+  // (0); 2048: 1500 positions (12 rounds of keys); 8200: beyond its limit, the online-softmax
+  // kernel
+  for (int n_ctx : {640, 2048, 8200})
   for (DType kvt : {DType::F32, DType::F16})
     for (auto [H, KVH, hd] : {std::tuple{4, 2, 64}, {2, 2, 128}, {8, 2, 32}}) {
       const int qd = H * hd, kvd = KVH * hd, ld = qd + 2 * kvd;
-      const int pos[2] = {600, n_ctx > 1000 ? 77 : 0};  // two sequences, one new token each
+      // two sequences, one new token each
+      const int pos[2] = {n_ctx == 2048 ? 1500 : 600, n_ctx > 1000 ? 77 : 0};
       std::vector<float> cs(size_t(n_ctx) * hd);
       for (int p = 0; p < n_ctx; ++p)
         for (int f = 0; f < hd / 2; ++f) {

@@ -952,13 +952,19 @@ bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in
 //   - with the RMSNorm in the prologue (NormIn) the norm's scale is applied to the row sums, not
 //     to x: x' is built from gamma * x directly and the sum of squares is reduced in the same
 //     pass, so the only wait after the PDL wait is one read of the residual.
-// Measured (H200, Llama-2-7B W4 g128 batch-1 graph decode): 446 -> 570 tok/s with the attention
-// changes of the same commit. A version feeding each warp from a cp.async ring of 2-3 stages in
-// shared memory (no registers held across the memory latency) was slower (523 tok/s): it added
-// instructions, and the kernel is bound by issue, not by memory latency.
+// One block of 16 warps per multiprocessor (x staged 132 times rather than 264: 582 -> 590
+// tok/s), gamma loaded before the PDL wait.
+// Measured (H200, Llama-2-7B W4 g128 batch-1 graph decode): 446 -> 590 tok/s with the attention
+// changes of the same commits. Tried and dropped: feeding each warp from a cp.async ring of 2-3
+// stages in shared memory (523 tok/s: more instructions) and double-buffering stages in
+// registers (567: no spills, no gain). Stall sampling (ncu source page) puts ~30% of a q/k/v
+// GEMV's samples on the first use of the residual after the PDL wait and ~10% on the first use
+// of the weights; the rest is issue (~2 of 4 instructions per cycle per multiprocessor at ~80
+// instructions per 16-byte vector). Beyond this the products would have to move to the tensor
+// cores (mma with a repacked, fragment-ordered weight layout).
 // Shapes: W [d_out, d_in] 4-bit codes (pack.h layout), sz [d_out, d_in/group] (scale, zero) fp16;
 // x [d_in] fp16 (or the NormIn residual); y [d_out] fp32 (SILU: h [pair] fp16).
-constexpr int kQ4Threads = 256;
+constexpr int kQ4Threads = 512;  // one block per multiprocessor: x is staged 132 times, not 264
 constexpr int kQ4Warps = kQ4Threads / 32;
 constexpr int kQ4MaxDin = 20480;  // x (40 KB) + chunk scales within the 48 KB of shared memory
 
@@ -976,7 +982,7 @@ __device__ __forceinline__ uint32_t lop_or_magic(uint32_t v, uint32_t magic) {
 }
 
 template <int RPW, int U, bool SILU>
-__global__ void __launch_bounds__(kQ4Threads, 2)
+__global__ void __launch_bounds__(kQ4Threads, 1)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift5,
                   NormEpilogue norm, NormIn nin, uint32_t magic) {
@@ -1020,6 +1026,13 @@ __global__ void __launch_bounds__(kQ4Threads, 2)
     rows(gw);
     load(0);
   }
+  // gamma is a weight too: this thread's first 8 values before the wait
+  float4 ga0 = make_float4(0.f, 0.f, 0.f, 0.f), gb0 = ga0;
+  if (nin.gamma && int(threadIdx.x) < (w.d_in >> 3)) {
+    const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * threadIdx.x;
+    ga0 = __ldg(g4);
+    gb0 = __ldg(g4 + 1);
+  }
   pdl_wait();  // weights are constant; x and y come from earlier kernels
   // Stage x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk); with NormIn x is
   // gamma * residual (rounded to fp16, as the separate norm kernel would round its output) and the
@@ -1034,7 +1047,8 @@ __global__ void __launch_bounds__(kQ4Threads, 2)
       if (nin.gamma) {
         const float4* r4 = reinterpret_cast<const float4*>(nin.x) + 2 * i;
         const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * i;
-        const float4 a = r4[0], b = r4[1], ga = __ldg(g4), gb = __ldg(g4 + 1);
+        const float4 a = r4[0], b = r4[1];
+        const float4 ga = i0 == 0 ? ga0 : __ldg(g4), gb = i0 == 0 ? gb0 : __ldg(g4 + 1);
         ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
               b.w * b.w;
         const float2 f0 = __half22float2(__floats2half2_rn(ga.x * a.x, ga.y * a.y));
