@@ -72,6 +72,54 @@ TEST(kernels_match_float64_reference) {
   }
 }
 
+TEST(tiled_b_matches_the_factors_given) {
+  // The reference above reads the stored factors back; this one uses the caller's A and B (float32
+  // storage is exact), so the tiled layout of Bᵀ is checked end to end: several full column tiles
+  // and a narrower last one (150 = 2 * 64 + 22), a layer narrower than a tile, one exactly a tile.
+  const int d_in = 40, dout[3] = {150, 20, 64}, rmax[3] = {7, 3, 5};
+  CompPoint p(d_in, {150, 20, 64}, {7, 3, 5}, FactorType::F32);
+  std::vector<std::vector<float>> A(3), B(3);
+  for (int j = 0; j < 3; ++j) {
+    A[size_t(j)] = testutil::random_vec(size_t(rmax[j] * d_in), 31 + j);
+    B[size_t(j)] = testutil::random_vec(size_t(dout[j] * rmax[j]), 41 + j);
+    p.set_factors(j, A[size_t(j)].data(), B[size_t(j)].data());
+  }
+  std::vector<SimdLevel> levels = {SimdLevel::Scalar};
+  if (best_simd_level() >= SimdLevel::Avx2) levels.push_back(SimdLevel::Avx2);
+  if (best_simd_level() >= SimdLevel::Avx512) levels.push_back(SimdLevel::Avx512);
+  const int n = 2, ranks[3] = {6, 3, 5};
+  const auto x = testutil::random_vec(size_t(n * d_in), 51);
+  for (int threads : {1, 4})
+    for (SimdLevel level : levels) {
+      WorkerPool pool(threads);
+      std::vector<std::vector<float>> y(3);
+      float* yp[3];
+      for (int j = 0; j < 3; ++j) {
+        y[size_t(j)].assign(size_t(n * dout[j]), 0.f);
+        yp[j] = y[size_t(j)].data();
+      }
+      std::vector<float> t(size_t(n * p.total_rank()));
+      p.apply(ranks, x.data(), n, yp, t.data(), pool, level, /*accumulate=*/false);
+      double worst = 0;
+      for (int j = 0; j < 3; ++j)
+        for (int b = 0; b < n; ++b)
+          for (int i = 0; i < dout[j]; ++i) {
+            double s = 0;
+            for (int k = 0; k < ranks[j]; ++k) {
+              double tk = 0;
+              for (int c = 0; c < d_in; ++c)
+                tk += double(A[size_t(j)][size_t(k * d_in + c)]) * x[size_t(b * d_in + c)];
+              s += double(B[size_t(j)][size_t(i * rmax[j] + k)]) * tk;
+            }
+            worst = std::max(worst, std::fabs(y[size_t(j)][size_t(b * dout[j] + i)] - s) /
+                                        (1.0 + std::fabs(s)));
+          }
+      if (!(worst < 1e-5))
+        std::printf("  %s, %d threads: worst %.2e\n", simd_level_name(level), threads, worst);
+      CHECK(worst < 1e-5);
+    }
+}
+
 TEST(bf16_storage_rounds_to_nearest) {
   CompPoint p(16, {1}, {1}, FactorType::BF16);
   std::vector<float> A(16, 1.0f + 1.0f / 256 + 1.0f / 4096), B = {1.0f};

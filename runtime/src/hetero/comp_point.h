@@ -6,7 +6,9 @@
 // Shapes, for batch n:
 //   x      [n, d_in]                  float32 activations
 //   A_cat  [Σ_j r_max_j, d_in]        factors of all layers, row block j starts at row0_j
-//   B_j    [d_out_j, r_max_j]         one per layer (stored transposed, [r_max_j, d_out_j])
+//   B_j    [d_out_j, r_max_j]         one per layer, stored transposed in column tiles:
+//                                     [ceil(d_out_j / kBTile)][r_max_j][kBTile] (a narrower
+//                                     last tile), so a tile's rows are one contiguous block
 //   t      [n, Σ_j r_max_j]           scratch
 //   y_j    [n, d_out_j]               accumulated into
 // Factors are stored as float32, bfloat16 (default) or float16 and widened to float32 in the
@@ -23,6 +25,9 @@
 namespace hci {
 
 enum class FactorType : int32_t { F32 = 0, BF16 = 1, F16 = 2 };
+
+// Columns of Bᵀ per tile: 64 outputs (four AVX-512 accumulators), 128 bytes a row in bf16.
+constexpr int kBTile = 64;
 
 // Which SIMD kernel runs.
 enum class SimdLevel : int32_t { Scalar = 0, Avx2 = 1, Avx512 = 2 };
@@ -64,10 +69,11 @@ class CompPoint {
  private:
   float a_at(int64_t row, int col) const;
   float b_at(int j, int row, int col) const;
+  int64_t b_index(int j, int row, int col) const;  // element of B_j[row, col] in its storage
 
   int d_in_;
   std::vector<int> d_out_, r_max_, row0_;
-  std::vector<int64_t> b_off_;  // byte offset of Bᵀ_j [r_max_j, d_out_j] in b_
+  std::vector<int64_t> b_off_;  // byte offset of layer j's tiled Bᵀ_j in b_
   int total_rank_ = 0;
   FactorType type_;
   int elem_ = 4;  // bytes per stored element
