@@ -960,8 +960,9 @@ bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in
 // registers (567: no spills, no gain). Stall sampling (ncu source page) puts ~30% of a q/k/v
 // GEMV's samples on the first use of the residual after the PDL wait and ~10% on the first use
 // of the weights; the rest is issue (~2 of 4 instructions per cycle per multiprocessor at ~80
-// instructions per 16-byte vector). A tensor-core version (mma.sync, x as the A operand, one
-// LOP3 per B register) was correct but slower, 390 tok/s (results/decode-profile/attempts/).
+// instructions per 16-byte vector). Tensor-core versions (mma.sync, x as the A operand, one
+// LOP3 per B register) were correct but slower: at best 426 against 587 tok/s
+// (results/decode-profile/attempts/).
 // Shapes: W [d_out, d_in] 4-bit codes (pack.h layout), sz [d_out, d_in/group] (scale, zero) fp16;
 // x [d_in] fp16 (or the NormIn residual); y [d_out] fp32 (SILU: h [pair] fp16).
 constexpr int kQ4Threads = 512;  // one block per multiprocessor: x is staged 132 times, not 264
