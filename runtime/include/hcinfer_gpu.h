@@ -165,7 +165,7 @@ typedef struct hci_gpu_params {
   int32_t cpu_threads;    // CPU placements: compensation worker threads, the serving thread
                           // included; 0 = the cores from cpu_first_core on but the last two
                           // (left to the rest of the process and the OS; all of them where
-                          // fewer than 5), at most 32
+                          // fewer than 5), at most 32, of which decode passes use the first 4
   int32_t cpu_first_core; // CPU placements: workers pinned to cores cpu_first_core ..
                           // cpu_first_core + cpu_threads - 1 (default 2: cores 0 and 1 are left
                           // to the thread feeding the GPU and the driver); -1 = no pinning

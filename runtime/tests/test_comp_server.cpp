@@ -89,12 +89,14 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
   // A separate set of points with the same seeds gives the reference.
   const std::vector<ServedPoint> ref = tiny_points(FactorType::BF16, 8);
   CompServerConfig cfg;
-  cfg.threads = 2;
+  cfg.threads = 3;
+  cfg.decode_threads = 1;  // decode rows on a pool of one, prefill rows on all three
   cfg.rows_max = 40;
   cfg.level = best_simd_level();
   FakeChannel fc(40, 64, 128, 2);
   CompServer server(tiny_points(FactorType::BF16, 8), fc.channel(), cfg);
   CHECK(server.n_points() == 2 && server.max_d_in() == 64 && server.max_width() == 128);
+  CHECK(server.threads() == 3 && server.decode_threads() == 1);
   uint32_t seq = 0;
   double worst = 0;
   for (int pass = 0; pass < 12; ++pass) {

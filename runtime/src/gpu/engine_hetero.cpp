@@ -45,9 +45,14 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   int first = p_.cpu_first_core;
   if (first >= hw) first = -1;  // no such core: do not pin
   int threads = p_.cpu_threads;
+  // Decode passes use the first kDefaultDecodeThreads of the default workers (CompServerConfig::
+  // decode_threads says why); an explicit cpu_threads is used for every pass.
+  constexpr int kDefaultDecodeThreads = 4;
+  int decode_threads = 0;
   if (threads == 0) {
     const int avail = hw - std::max(first, 0);
     threads = std::clamp(avail > 4 ? avail - 2 : avail, 1, 32);
+    decode_threads = std::min(threads, kDefaultDecodeThreads);
   }
   if (first >= 0 && first + threads > hw) first = -1;
 
@@ -146,6 +151,7 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
 
   CompServerConfig cfg;
   cfg.threads = threads;
+  cfg.decode_threads = decode_threads;
   cfg.first_core = first;
   worker_first_core_ = first;
   worker_threads_ = threads;

@@ -63,6 +63,7 @@ struct ServedPoint {
 
 struct CompServerConfig {
   int threads = 1;          // workers, the serving thread included
+  int decode_threads = 0;   // workers of decode passes (the first of them); 0 or >= threads: all
   int first_core = -1;      // pin workers to first_core.. (-1: no pinning)
   bool controller = false;  // run-time rank controller on decode passes
   int rows_max = 512;       // most rows one hand-off may carry
@@ -94,6 +95,7 @@ class CompServer {
 
   int n_points() const { return int(points_.size()); }
   int threads() const { return pool_->size(); }
+  int decode_threads() const { return decode_pool_ ? decode_pool_->size() : pool_->size(); }
   bool controller();
   int64_t factor_bytes() const;
   // Rows of x per point and max Σ_j d_out_j: what the channel's buffers must hold per row.
@@ -123,8 +125,10 @@ class CompServer {
   std::vector<ServedPoint> points_;
   Channel ch_;
   CompServerConfig cfg_;
-  std::unique_ptr<WorkerPool> pool_;
-  int64_t switches_at_reset_ = 0;  // pool_->involuntary_switches() at the last reset
+  std::unique_ptr<WorkerPool> pool_;         // all workers: prefill passes (and decode without
+  std::unique_ptr<WorkerPool> decode_pool_;  // a decode pool: the first decode_threads cores)
+  int64_t switches_at_reset_ = 0;  // involuntary_switches() at the last reset
+  int64_t involuntary_switches() const;
   std::vector<float> t_;        // scratch [rows_max · max total rank]
   int rows_max_ = 0;
 
