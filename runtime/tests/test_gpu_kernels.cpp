@@ -136,17 +136,7 @@ struct QData {
   std::vector<uint16_t> sz;
   DeviceBuffer dlo, dhi, dsz;
   PackedView view() const {
-    PackedView v;
-    v.lo = dlo.as<uint8_t>();
-    v.hi = s.bits == 3 ? dhi.as<uint8_t>() : nullptr;
-    v.sz = dsz.as<uint32_t>();
-    v.d_out = s.d_out;
-    v.d_in = s.d_in;
-    v.bits = s.bits;
-    v.group = s.group;
-    v.lo_row_bytes = s.lo_row_bytes();
-    v.hi_row_bytes = s.hi_row_bytes();
-    return v;
+    return packed_view(s, dlo.as<uint8_t>(), dhi.as<uint8_t>(), dsz.as<uint32_t>());
   }
 };
 
@@ -711,16 +701,8 @@ int bench() {
           }
           set_gemv_variants(0, v);
           const double us = 1e3 * timeit([&](int c) {
-            PackedView pv;
-            pv.lo = lo[size_t(c)].as<uint8_t>();
-            pv.hi = hi[size_t(c)].as<uint8_t>();
-            pv.sz = sz[size_t(c)].as<uint32_t>();
-            pv.d_out = sh.d_out;
-            pv.d_in = sh.d_in;
-            pv.bits = bits;
-            pv.group = 128;
-            pv.lo_row_bytes = ps.lo_row_bytes();
-            pv.hi_row_bytes = ps.hi_row_bytes();
+            const PackedView pv = packed_view(ps, lo[size_t(c)].as<uint8_t>(),
+                                              hi[size_t(c)].as<uint8_t>(), sz[size_t(c)].as<uint32_t>());
             qgemv(pv, X.get(), sh.d_in, nb, Y.as<float>(), sh.d_out, false, s);
           });
           char fmt[16];

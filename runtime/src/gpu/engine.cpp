@@ -759,18 +759,8 @@ void GpuModel::matmul(DType t, const void* W, int d_out, int d_in, const void* x
 
 namespace {
 PackedView packed_view(const LinOp& op, const uint8_t* base) {
-  PackedShape ps{op.d_out, op.d_in, op.bits, op.group};
-  PackedView v;
-  v.lo = base + op.w_off;
-  v.hi = op.bits == 3 ? base + op.hi_off : nullptr;
-  v.sz = reinterpret_cast<const uint32_t*>(base + op.sz_off);
-  v.d_out = op.d_out;
-  v.d_in = op.d_in;
-  v.bits = op.bits;
-  v.group = op.group;
-  v.lo_row_bytes = ps.lo_row_bytes();
-  v.hi_row_bytes = ps.hi_row_bytes();
-  return v;
+  return gpu::packed_view(PackedShape{op.d_out, op.d_in, op.bits, op.group}, base + op.w_off,
+                          base + op.hi_off, reinterpret_cast<const uint32_t*>(base + op.sz_off));
 }
 }  // namespace
 

@@ -3,6 +3,8 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cmath>
+#include <type_traits>
 
 #include "common.h"
 #include "device_util.cuh"
@@ -873,31 +875,19 @@ void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv,
   const bool smem = n_ctx <= kAttnSmemCtx;
   const size_t sbytes = size_t(n_ctx) * sizeof(float);
   const dim3 tb(smem ? kDecWarps * 32 : kAttnWarps * 32);
+  auto go = [&](auto head_dim) {
+    constexpr int HD = decltype(head_dim)::value;
+    if (smem)
+      launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, HD>, grid, tb, sbytes, s,
+               qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+    else
+      launch_k("attention_decode", attention_decode_kernel<KV, TO, HD / 32>, grid, tb, 0, s, qkv,
+               ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+  };
   switch (hd) {
-    case 32:
-      if (smem)
-        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 32>, grid, tb, sbytes, s,
-                 qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      else
-        launch_k("attention_decode", attention_decode_kernel<KV, TO, 1>, grid, tb, 0, s, qkv, ldq,
-                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      break;
-    case 64:
-      if (smem)
-        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 64>, grid, tb, sbytes, s,
-                 qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      else
-        launch_k("attention_decode", attention_decode_kernel<KV, TO, 2>, grid, tb, 0, s, qkv, ldq,
-                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      break;
-    case 128:
-      if (smem)
-        launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, 128>, grid, tb, sbytes,
-                 s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      else
-        launch_k("attention_decode", attention_decode_kernel<KV, TO, 4>, grid, tb, 0, s, qkv, ldq,
-                 n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
-      break;
+    case 32: return go(std::integral_constant<int, 32>{});
+    case 64: return go(std::integral_constant<int, 64>{});
+    case 128: return go(std::integral_constant<int, 128>{});
     default: fail(HCI_ERR_UNSUPPORTED, "GPU attention supports head_dim 32, 64 or 128");
   }
 }

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "pack.h"
+
 namespace hci::gpu {
 
 enum class DType : int { F16 = 0, BF16 = 1, F32 = 2 };
@@ -49,6 +51,22 @@ struct PackedView {
   int d_out = 0, d_in = 0, bits = 0, group = 0;
   int64_t lo_row_bytes = 0, hi_row_bytes = 0;
 };
+
+// The view of a packed matrix of shape s whose parts are at lo, hi (3-bit only) and sz.
+inline PackedView packed_view(const PackedShape& s, const uint8_t* lo, const uint8_t* hi,
+                              const uint32_t* sz) {
+  PackedView v;
+  v.lo = lo;
+  v.hi = s.bits == 3 ? hi : nullptr;
+  v.sz = sz;
+  v.d_out = s.d_out;
+  v.d_in = s.d_in;
+  v.bits = s.bits;
+  v.group = s.group;
+  v.lo_row_bytes = s.lo_row_bytes();
+  v.hi_row_bytes = s.hi_row_bytes();
+  return v;
+}
 
 // y[b*ldy + r] (+)= sum_k (code - zero) * scale * x[b*ldx + k]; x fp16.
 void qgemv(const PackedView& w, const void* x, int ldx, int nb, float* y, int ldy,

@@ -125,8 +125,10 @@ class CompServer {
   std::vector<ServedPoint> points_;
   Channel ch_;
   CompServerConfig cfg_;
-  std::unique_ptr<WorkerPool> pool_;         // all workers: prefill passes (and decode without
-  std::unique_ptr<WorkerPool> decode_pool_;  // a decode pool: the first decode_threads cores)
+  // Declared first so that it is destroyed last: each pool moves other threads off its cores
+  // (isolation) and back on destruction, and the decode pool's cores are among the large one's.
+  std::unique_ptr<WorkerPool> decode_pool_;  // decode passes: the first decode_threads cores
+  std::unique_ptr<WorkerPool> pool_;         // all workers: prefill (and decode without the above)
   int64_t switches_at_reset_ = 0;  // involuntary_switches() at the last reset
   int64_t involuntary_switches() const;
   std::vector<float> t_;        // scratch [rows_max · max total rank]
