@@ -79,6 +79,11 @@ export const HeteroRunSchema = z.strictObject({
   cpuThreads: z.array(z.int().min(0).max(256)).min(1).default([0]),
   /** cpu-async only (other placements are measured once, without it). */
   rankController: z.array(z.boolean()).min(1).default([false]),
+  /**
+   * With the controller: decode steps may be this many percent slower than the backbone's own
+   * (0 = the library's default, 5; -1 = every point stays on, only ranks change).
+   */
+  controllerSlowdownPct: z.int().min(-1).max(1000).default(0),
   /** CPU placements: storage of the host factors. */
   factorDtype: FactorDtypeSchema.default("bf16"),
   /** CPU placements: where prefill's compensation runs. */
@@ -140,6 +145,8 @@ export interface HeteroPoint {
   prefillComp: "cpu" | "gpu" | null;
   /** cpu-async only; false elsewhere. */
   rankController: boolean;
+  /** With the controller and a budget other than the library's default (absent: 5%). */
+  controllerSlowdownPct?: number;
   promptLen: number;
   newTokens: number;
   repeats: number;
@@ -266,6 +273,9 @@ export function heteroPoints(config: HeteroConfig): HeteroPoint[] {
                   factorDtype: cpu ? run.factorDtype : null,
                   prefillComp: cpu ? run.prefillComp : null,
                   rankController,
+                  ...(rankController && run.controllerSlowdownPct !== 0
+                    ? { controllerSlowdownPct: run.controllerSlowdownPct }
+                    : {}),
                   promptLen: config.promptLen,
                   newTokens: run.newTokens ?? config.newTokens,
                   repeats: run.repeats ?? config.repeats,
@@ -294,6 +304,12 @@ function instanceKey(p: HeteroPoint): string {
 /** Weights label: `fp16` or `W<bits> g<group>`. */
 export function weightsLabel(p: Pick<HeteroPoint, "bits" | "groupSize">): string {
   return p.bits === 0 ? "fp16" : `W${p.bits} g${p.groupSize}`;
+}
+
+/** The controller's setting in words: `on` (default budget), `on, 8%`, `on, ranks only`. */
+export function controllerLabel(p: HeteroPoint): string {
+  const pct = p.controllerSlowdownPct;
+  return pct === undefined || pct === 0 ? "on" : pct < 0 ? "on, ranks only" : `on, ${pct}%`;
 }
 
 /** The CPU settings of a point in words (`default threads`, `4 threads, fp32 factors`, ...). */
@@ -489,6 +505,7 @@ export async function openHetero(
                 factorDtype: p.factorDtype!,
                 prefillComp: p.prefillComp!,
                 rankController: p.rankController,
+                controllerSlowdownPct: p.controllerSlowdownPct ?? 0,
               }
               : {}),
           });
@@ -715,7 +732,8 @@ export function budgetRows(records: Rec[]): BudgetRow[] {
       weights: weightsLabel(r.point),
       placement: r.point.placement,
       rank: r.point.rank,
-      cpu: cpuVariant(r.point) + (r.point.rankController ? ", controller" : ""),
+      cpu: cpuVariant(r.point) +
+        (r.point.rankController ? `, controller${controllerLabel(r.point).slice(2)}` : ""),
       tokensPerS: tps,
       error: ok(r) ? null : r.metrics.error,
       peakDeviceBytes: r.metrics.peakDeviceBytes,
@@ -842,7 +860,11 @@ const RECORD_COLUMNS: Column<Rec>[] = [
   { key: "point.batch", header: "batch", align: "right" },
   { key: "point.budgetGiB", header: "budget GiB", format: (v) => (v === null ? "-" : String(v)) },
   { key: "point.cpuThreads", header: "CPU", format: (_v, r) => cpuVariant(r.point) },
-  { key: "point.rankController", header: "controller", format: (v) => (v ? "on" : "") },
+  {
+    key: "point.rankController",
+    header: "controller",
+    format: (v, r) => (v ? controllerLabel(r.point) : ""),
+  },
   { key: "metrics.decodeTokensPerS", header: "decode tok/s", format: num(1), align: "right" },
   { key: "metrics.decodeMsPerStep", header: "ms/step", format: num(3), align: "right" },
   { key: "metrics.decodeMsPerStepMin", header: "min", format: num(3), align: "right" },
@@ -1081,7 +1103,8 @@ export const heteroThroughput: Experiment<HeteroConfig, HeteroPoint, HeteroMetri
   describePoint: (p) =>
     `${p.model} ${weightsLabel(p)} ${p.placement}` + (p.rank ? ` rank ${p.rank}` : "") +
     ` batch ${p.batch}` + (p.budgetGiB === null ? "" : ` budget ${p.budgetGiB} GiB`) +
-    (isCpu(p.placement) ? ` ${cpuVariant(p)}` : "") + (p.rankController ? " controller" : ""),
+    (isCpu(p.placement) ? ` ${cpuVariant(p)}` : "") +
+    (p.rankController ? ` controller${controllerLabel(p).slice(2)}` : ""),
   tables: heteroTables,
   writeReport: writeHeteroReport,
   figures: (records) => Promise.resolve([heteroRankFigure(records)]),

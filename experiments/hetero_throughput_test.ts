@@ -3,6 +3,7 @@ import { readConfigFile } from "./config_file.ts";
 import { ConfigError, parseConfig } from "./schema.ts";
 import {
   budgetRows,
+  controllerLabel,
   controllerRows,
   type HeteroConfig,
   HeteroConfigSchema,
@@ -141,6 +142,32 @@ Deno.test("points: settings collapse where they do not apply, shared points run 
   assert.equal(count("cpu-sync"), 4, "cpu-sync: ranks × threads, no controller");
   assert.equal(count("cpu-async"), 8, "cpu-async: ranks × threads × controller");
   assert.ok(points.filter((p) => p.placement !== "cpu-async").every((p) => !p.rankController));
+  assert.ok(points.every((p) => p.controllerSlowdownPct === undefined), "default budget: no field");
+});
+
+Deno.test("points: a controller budget is recorded on the controller's points only", () => {
+  const config = HeteroConfigSchema.parse({
+    models: ["synthetic:test"],
+    runs: [{
+      bits: 4,
+      placements: ["cpu-sync", "cpu-async"],
+      rankController: [false, true],
+      controllerSlowdownPct: 8,
+    }],
+  });
+  const points = heteroPoints(config);
+  assert.deepEqual(
+    points.map((p) => [p.placement, p.rankController, p.controllerSlowdownPct]),
+    [["cpu-sync", false, undefined], ["cpu-async", false, undefined], ["cpu-async", true, 8]],
+  );
+  assert.equal(controllerLabel(points[2]), "on, 8%");
+  assert.equal(controllerLabel({ ...points[2], controllerSlowdownPct: -1 }), "on, ranks only");
+  assert.throws(() =>
+    HeteroConfigSchema.parse({
+      models: ["synthetic:test"],
+      runs: [{ bits: 4, placements: ["cpu-async"], controllerSlowdownPct: -2 }],
+    })
+  );
 });
 
 // ---------------------------------------------------------------------------------------------

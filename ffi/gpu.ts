@@ -322,6 +322,13 @@ export interface GpuOptions {
    * step so the CPU stays off the critical path (default false: the full ranks every step).
    */
   rankController?: boolean;
+  /**
+   * The rank controller's budget: decode steps may be this many percent slower than the
+   * backbone's own step (which it measures with every point off), and it turns points off (their
+   * hand-off costs the GPU even at rank 0) or back on to stay there. 0 or absent = the library's
+   * default (5); -1 = every point stays on, only ranks change.
+   */
+  controllerSlowdownPct?: number;
 }
 
 /** Where the low-rank compensation runs (`hci_gpu_placement`, in its order). */
@@ -407,6 +414,7 @@ export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array
   setI(60, pick(FACTOR_DTYPES, o.factorDtype, "factorDtype"), "factorDtype");
   setI(64, pick(PREFILL_COMPS, o.prefillComp, "prefillComp"), "prefillComp");
   setI(68, o.rankController === undefined ? undefined : o.rankController ? 1 : 0, "rankController");
+  setI(72, o.controllerSlowdownPct, "controllerSlowdownPct");
   return bytes;
 }
 
@@ -449,6 +457,7 @@ export function decodeGpuParams(bytes: Uint8Array): GpuParams {
     factorDtype: nameOf(FACTOR_DTYPE_NAMES, i(60), "factor_dtype"),
     prefillComp: nameOf(PREFILL_COMP_NAMES, i(64), "prefill_comp"),
     rankController: i(68) !== 0,
+    controllerSlowdownPct: i(72),
   };
 }
 

@@ -211,6 +211,7 @@ Deno.test({
       rank: RANK,
       placement: "cpu-async",
       rankController: true,
+      controllerSlowdownPct: -1, // ranks only (test_gpu_model checks the point set)
       nCtx: 128,
     });
     const r = await g.benchDecode({ promptLen: 32, newTokens: 16, repeats: 2 });

@@ -13,7 +13,7 @@
  * Field types of `hci_gpu_params` (returned by value, 80 bytes): device, weights, dtype, kv_dtype,
  * max_batch, n_ctx, placement, offload, use_graphs, gemm, memory_budget (i64 at 40),
  * prefill_chunk, cpu_threads, cpu_first_core, factor_dtype, prefill_comp, rank_controller,
- * reserved (76 bytes of fields, padded to the i64's alignment).
+ * controller_slowdown_pct (76 bytes of fields, padded to the i64's alignment).
  */
 export const GPU_PARAMS = {
   struct: [

@@ -63,7 +63,7 @@ Deno.test("the symbol table's by-value structs have the sizes the encoders write
   const params = cLayout(GPU_PARAMS.struct);
   assert.equal(params.size, GPU_PARAMS_SIZE);
   assert.equal(GPU_PARAMS_SIZE, 80);
-  // memory_budget, prefill_chunk, cpu_threads, ..., reserved
+  // memory_budget, prefill_chunk, cpu_threads, ..., controller_slowdown_pct
   assert.deepEqual(params.offsets.slice(10), [40, 48, 52, 56, 60, 64, 68, 72]);
   const synth = cLayout(SYNTH_PARAMS.struct);
   assert.equal(synth.size, GPU_SYNTH_PARAMS_SIZE);
@@ -105,8 +105,10 @@ Deno.test("encodeGpuParams: defaults kept, every option at its ABI-2 offset, val
   assert.equal(v.getBigInt64(40, true), BigInt(8 * 2 ** 30));
   const tail = [48, 52, 56, 60, 64, 68].map((o) => v.getInt32(o, true));
   assert.deepEqual(tail, [256, 6, -1, 2, 1, 1]);
-  assert.equal(v.getInt32(72, true), 1072, "reserved keeps the library's value");
+  assert.equal(v.getInt32(72, true), 1072, "controllerSlowdownPct keeps the library's value");
   assert.equal(v.getInt32(76, true), 1076, "padding untouched");
+  const slow = new DataView(encodeGpuParams(defaults, { controllerSlowdownPct: 8 }).buffer);
+  assert.equal(slow.getInt32(72, true), 8);
 
   const zeros = new Uint8Array(GPU_PARAMS_SIZE);
   const placementAt = (placement: GpuPlacement) =>
@@ -150,6 +152,7 @@ Deno.test("decodeGpuParams inverts encodeGpuParams", () => {
     factorDtype: "bf16",
     prefillComp: "cpu",
     rankController: false,
+    controllerSlowdownPct: 7,
   };
   assert.deepEqual(decodeGpuParams(encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all)), all);
   const odd = encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all);

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HCI_GPU_ABI_VERSION 3
+#define HCI_GPU_ABI_VERSION 4
 
 typedef struct hci_gpu_model hci_gpu_model;  // weights, KV cache and buffers on one GPU
 
@@ -172,9 +172,12 @@ typedef struct hci_gpu_params {
   int32_t factor_dtype;   // CPU placements: hci_gpu_factor_dtype of the host factors (default BF16)
   int32_t prefill_comp;   // CPU placements: hci_gpu_prefill_comp (default CPU)
   int32_t rank_controller;// CPU_ASYNC: 1 = the run-time rank controller picks each point's rank
-                          // prefix every decode step so the CPU stays off the critical path
-                          // (default 0: the full ranks every step)
-  int32_t reserved;       // must be 0
+                          // prefix every decode step so the CPU stays off the critical path,
+                          // and which points are handed to the CPU at all (default 0: the full
+                          // ranks every step)
+  int32_t controller_slowdown_pct; // rank controller: decode steps may be this many percent
+                          // slower than the backbone's own (measured with every point off);
+                          // 0 = 5, -1 = keep every point on (ranks only) (ABI 4)
 } hci_gpu_params;
 
 HCI_API hci_gpu_params hci_gpu_default_params(void);

@@ -64,9 +64,10 @@ struct FakeChannel {
   }
 };
 
-// One hand-off from the "GPU": returns the nanoseconds it waited for DONE.
+// One hand-off from the "GPU": returns the nanoseconds it waited for DONE (recorded for the
+// server in wait_ns unless `record_wait` is false: then 0).
 int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t backbone_ns,
-                 bool prefill = false) {
+                 bool prefill = false, bool record_wait = true) {
   ch.hdr.point = uint32_t(point);
   ch.hdr.rows = uint32_t(rows) | (prefill ? kPrefillFlag : 0u);
   publish_ready(ch.hdr.words, seq);
@@ -79,8 +80,19 @@ int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t bac
     if (now_ns() - t0 > 20000) std::this_thread::sleep_for(std::chrono::microseconds(10));
   const int64_t waited = now_ns() - t0;
   reinterpret_cast<std::atomic<uint32_t>*>(&ch.wait_ns[size_t(point)])
-      ->store(uint32_t(std::min<int64_t>(waited, 0xFFFFFFFF)), std::memory_order_release);
+      ->store(record_wait ? uint32_t(std::min<int64_t>(waited, 0xFFFFFFFF)) : 0u,
+              std::memory_order_release);
   return waited;
+}
+
+// The end of forward pass `pass`, stamped as taking step_ns on the "GPU's" clock; waits until the
+// server has taken it (as the next pass's first hand-off would).
+void pass_end(FakeChannel& ch, uint32_t pass, int64_t step_ns, bool decode, CompServer& server) {
+  const uint64_t t0 = uint64_t(pass) * 10000000ull;
+  const int64_t before = server.stats().steps;
+  publish_pass_end(ch.hdr, pass, t0, t0 + uint64_t(step_ns), decode);
+  if (!decode) return;
+  while (server.stats().steps == before) std::this_thread::sleep_for(std::chrono::microseconds(20));
 }
 
 }  // namespace
@@ -122,6 +134,7 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
           worst = std::max(worst, std::fabs(double(fc.y[off]) - r[size_t(j)][i]) /
                                       (1.0 + std::fabs(r[size_t(j)][i])));
     }
+    pass_end(fc, uint32_t(pass), 1000000, rows != 40, server);
   }
   CHECK(worst < 1e-5);
   const CompServerStats st = server.stats();
@@ -188,6 +201,7 @@ TEST(controller_trades_rank_for_time) {
   cfg.rows_max = 1;
   cfg.controller = true;
   cfg.probe = 0.05;
+  cfg.slowdown = -1;  // ranks only: the one point stays on
   cfg.level = best_simd_level();
   FakeChannel fc(1, 2048, 8192, 1);
   const auto x = testutil::random_vec(2048, 9);
@@ -225,12 +239,68 @@ TEST(controller_trades_rank_for_time) {
   int passes_to_full = -1;
   for (int pass = 0; pass < 400 && passes_to_full < 0; ++pass) {
     hand_off(fc, ++seq, 0, 1, 4 * full_ns);
+    pass_end(fc, uint32_t(pass), 5 * full_ns, true, server);
     server.ranks(nullptr, &last, nullptr, 1);
     if (last == 512) passes_to_full = pass + 1;
   }
   std::printf("  long window: full rank again after %d passes\n", passes_to_full);
   CHECK(last == 512);
   CHECK(server.stats().rank_fraction_sum > 0);
+}
+
+// The point set against a "GPU" whose step costs a fixed 20 us per point handed over (and whose
+// waits are zero): with a 5% budget over a 1 ms backbone, the controller must measure the
+// backbone with every point off, then keep the two points of most value (the largest allocated
+// ranks) and turn the others off; the GPU hands over only the points that are on (the sequence
+// words then skip the others), and off points report rank 0.
+TEST(controller_keeps_the_points_that_fit_the_slowdown) {
+  std::vector<ServedPoint> pts;
+  const int rmax[4] = {2, 8, 1, 4};  // values: point 1 > 3 > 0 > 2
+  for (int p = 0; p < 4; ++p) {
+    ServedPoint sp;
+    sp.cp = std::make_unique<CompPoint>(64, std::vector<int>{64}, std::vector<int>{rmax[p]},
+                                        FactorType::F32);
+    sp.linear = {p};
+    WorkerPool fill(1);
+    sp.cp->fill_random(uint64_t(p + 1), 0.02f, fill);
+    pts.push_back(std::move(sp));
+  }
+  CompServerConfig cfg;
+  cfg.rows_max = 1;
+  cfg.controller = true;
+  cfg.slowdown = 0.05;
+  FakeChannel fc(1, 64, 64, 4);
+  CompServer server(std::move(pts), fc.channel(), cfg);
+  std::vector<char> on;
+  std::vector<int> counts;
+  int64_t calibrated = 0;
+  for (uint32_t pass = 0; pass < 80; ++pass) {
+    server.active_points(on);
+    int n = 0;
+    for (int p = 0; p < 4; ++p)
+      if (on[size_t(p)]) {
+        hand_off(fc, pass * 4 + uint32_t(p) + 1, p, 1, 0, false, /*record_wait=*/false);
+        ++n;
+      }
+    counts.push_back(n);
+    pass_end(fc, pass, 1000000 + 20000 * int64_t(n), true, server);
+    if (!calibrated) calibrated = server.backbone_step_ns();
+  }
+  CHECK(server.error().empty());
+  CHECK(counts[0] == 4);                       // all on until the controller has measured
+  CHECK(std::count(counts.begin(), counts.end(), 0) >= 3);  // the backbone alone
+  CHECK(calibrated == 1000000);
+  server.active_points(on);
+  CHECK(on == std::vector<char>({0, 1, 0, 1}));
+  CHECK(counts.back() == 2);
+  int32_t last[4];
+  double mean[4];
+  server.ranks(nullptr, last, mean, 4);
+  CHECK(last[0] == 0 && last[1] > 0 && last[2] == 0 && last[3] > 0);
+  CHECK(mean[1] > mean[0]);
+  const CompServerStats st = server.stats();
+  CHECK(st.steps == 80);
+  CHECK(st.rank_fraction_sum / 80.0 < 0.9);
 }
 
 // `test_comp_server --bench`: round-trip latency of one hand-off (no backbone work) for a small

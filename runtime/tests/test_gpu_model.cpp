@@ -3,6 +3,7 @@
 // with and without GPU compensation), prefill vs token-by-token decode, CUDA graph vs eager,
 // batched decode, the memory budget (up-front failure, offload streaming), synthetic models and
 // the benchmark entry point. Exits 77 (ctest: skipped) where no GPU is usable.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -565,6 +566,7 @@ TEST(rank_controller_runs_on_a_synthetic_model) {
   hci_gpu_params p = params();
   p.placement = HCI_GPU_PLACE_CPU_ASYNC;
   p.rank_controller = 1;
+  p.controller_slowdown_pct = -1;  // ranks only: every point stays on
   p.cpu_threads = 1;
   hci_gpu_model* g = nullptr;
   OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
@@ -587,6 +589,42 @@ TEST(rank_controller_runs_on_a_synthetic_model) {
   CHECK(st.steps == 128 && st.rank_controller == 1 && r.graph_used == 1);
   CHECK(st.rank_fraction > 0 && st.rank_fraction <= 1);
   CHECK(full[0] == 64 && last[0] >= 0 && last[0] <= 64);
+  hci_gpu_model_free(g);
+}
+
+// A budget of 1% over a tiny model's backbone step (tens of microseconds) fits no point's
+// hand-off: after measuring the backbone alone the controller keeps every point off, and the
+// engine's re-captured decode graph must then hand nothing to the CPU (no bytes either way) while
+// the passes are still counted.
+TEST(rank_controller_keeps_points_off_that_do_not_fit) {
+  hci_gpu_synth_params sp = hci_gpu_synth_default_params();
+  sp.bits = 4;
+  sp.rank = 64;
+  hci_gpu_params p = params();
+  p.placement = HCI_GPU_PLACE_CPU_ASYNC;
+  p.rank_controller = 1;
+  p.controller_slowdown_pct = 1;
+  p.cpu_threads = 1;
+  hci_gpu_model* g = nullptr;
+  OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
+  if (!g) return;
+  hci_gpu_bench_params bp = hci_gpu_bench_default_params();
+  bp.prompt_len = 16;
+  bp.new_tokens = 32;
+  bp.repeats = 2;
+  hci_gpu_bench_result r{};
+  OK(hci_gpu_bench_decode(g, &bp, &r, err, sizeof err));
+  hci_gpu_comp_stats st{};
+  OK(hci_gpu_get_comp_stats(g, &st, err, sizeof err));
+  std::vector<int32_t> full(14), last(14);
+  OK(hci_gpu_get_comp_ranks(g, full.data(), last.data(), nullptr, 14, err, sizeof err));
+  std::printf("  controller at 1%%: %.0f tok/s, %lld steps, %lld bytes to host, rank fraction "
+              "%.3f\n",
+              r.decode_tokens_per_s, (long long)st.steps, (long long)st.bytes_to_host,
+              st.rank_fraction);
+  CHECK(st.steps == 64 && r.graph_used == 1);
+  CHECK(st.bytes_to_host == 0 && st.bytes_to_device == 0 && st.rank_fraction == 0);
+  CHECK(full[0] == 64 && std::all_of(last.begin(), last.end(), [](int32_t v) { return v == 0; }));
   hci_gpu_model_free(g);
 }
 

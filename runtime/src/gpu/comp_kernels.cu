@@ -287,10 +287,22 @@ __global__ void __launch_bounds__(kThenThreads, 8)
   }
 }
 
-__global__ void pass_end_kernel(uint32_t* pass) {
+__global__ void pass_begin_kernel(CompChannelDev ch) {
   pdl_trigger();
   pdl_wait();
-  *pass += 1;
+  ch.stamps[*ch.pass % 8].t_begin = global_ns();
+}
+
+__global__ void pass_end_kernel(CompChannelDev ch, uint32_t decode) {
+  pdl_trigger();
+  pdl_wait();
+  const uint32_t k = *ch.pass;
+  PassStampDev* s = ch.stamps + k % 8;
+  s->t_end = global_ns();
+  s->decode = decode;
+  __threadfence_system();
+  store_sys_release(ch.passes, k + 1);
+  *ch.pass = k + 1;
 }
 
 }  // namespace
@@ -350,8 +362,12 @@ void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& 
 #undef HCI_THEN
 }
 
-void comp_pass_end(const CompChannelDev& ch, cudaStream_t s) {
-  launch_k("comp_pass_end", pass_end_kernel, dim3(1), dim3(1), 0, s, ch.pass);
+void comp_pass_begin(const CompChannelDev& ch, cudaStream_t s) {
+  launch_k("comp_pass_begin", pass_begin_kernel, dim3(1), dim3(1), 0, s, ch);
+}
+
+void comp_pass_end(const CompChannelDev& ch, bool decode, cudaStream_t s) {
+  launch_k("comp_pass_end", pass_end_kernel, dim3(1), dim3(1), 0, s, ch, decode ? 1u : 0u);
 }
 
 }  // namespace hci::gpu

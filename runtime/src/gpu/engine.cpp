@@ -232,7 +232,10 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     const char* prof = std::getenv("HCINFER_PROFILE");
     profile_ = prof && prof[0] == '1';
   }
-  if (p.reserved != 0) fail(HCI_ERR_INVALID_ARGUMENT, "hci_gpu_params.reserved must be 0");
+  if (p.controller_slowdown_pct < -1 || p.controller_slowdown_pct > 1000)
+    fail(HCI_ERR_INVALID_ARGUMENT,
+         "hci_gpu_params.controller_slowdown_pct must be -1 (every point on), 0 (default 5) or "
+         "1..1000, not " + std::to_string(p.controller_slowdown_pct));
   if (p.placement < HCI_GPU_PLACE_NONE || p.placement > HCI_GPU_PLACE_CPU_ASYNC)
     fail(HCI_ERR_INVALID_ARGUMENT,
          "placement must be NONE (0), GPU (1), CPU_SYNC (2) or CPU_ASYNC (3), not " +
@@ -854,8 +857,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   // correction must land before the group's outputs are used, so it blocks the fusions that
   // consume them inside the product (the RMSNorm epilogue, gate/up + SiLU).
   int pt[4] = {-1, -1, -1, -1};
-  if (host_comp_now_)
-    for (int g = 0; g < 4; ++g) pt[g] = point_of_[size_t(l * 4 + g)];
+  for (int g = 0; g < 4; ++g) pt[g] = point_at(l, g);
   // Decode with CPU compensation: a point's import kernel also applies what the corrected product
   // could not fuse (the RMSNorm after o and down, SiLU gating after gate/up) and hands the next
   // point its input, in place of three kernels (comp_import_then).
@@ -968,7 +970,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
           last ? final_norm_.as<float>()
                : reinterpret_cast<const float*>(arenas_[size_t(l + 1)].as<uint8_t>() +
                                                 layouts_[size_t(l + 1)].attn_norm_off);
-      end_point_then(pt[3], x, d, n, then_norm(gamma, last ? -1 : point_of_[size_t(l + 1) * 4]));
+      end_point_then(pt[3], x, d, n, then_norm(gamma, last ? -1 : point_at(l + 1, 0)));
       normed = true;
     } else {
       end_point(pt[3], x, d, n);
@@ -986,6 +988,7 @@ void GpuModel::run_layers(int n) {
   gpu_comp_now_ = placement_ == HCI_GPU_PLACE_GPU || (server_ && !host_comp_now_);
   if (server_) check_server();
   exported_ = -1;
+  if (host_comp_now_) comp_pass_begin(chan_, stream_);
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);
   mark(kProfOther);
   for (int l = 0; l < sh_.n_layers; ++l) {
@@ -993,7 +996,7 @@ void GpuModel::run_layers(int n) {
     run_block(l, base, n);
     block_end(l);
   }
-  if (host_comp_now_) comp_pass_end(chan_, stream_);
+  if (host_comp_now_) comp_pass_end(chan_, decode_active_, stream_);
 }
 
 void GpuModel::lm_head(const void* xn, int n, float* logits) {
@@ -1061,7 +1064,29 @@ std::string GpuModel::profile_step(int nb) {
   return out;
 }
 
+int GpuModel::point_at(int l, int g) const {
+  if (!host_comp_now_) return -1;
+  const int p = point_of_[size_t(l * 4 + g)];
+  // decode passes hand over only the points the rank controller keeps on
+  if (p >= 0 && decode_active_ && !point_on_.empty() && !point_on_[size_t(p)]) return -1;
+  return p;
+}
+
+void GpuModel::refresh_points() {
+  if (!server_) return;
+  const uint64_t v = server_->active_points(point_on_);
+  if (v == points_version_) return;
+  // the captured steps hand over the old set: capture again (after the launched ones finish)
+  if (!graphs_.empty()) {
+    sync();
+    for (auto& [nb, g] : graphs_) cudaGraphExecDestroy(g);
+    graphs_.clear();
+  }
+  points_version_ = v;
+}
+
 void GpuModel::launch_decode(int nb, bool use_graph) {
+  refresh_points();
   if (!use_graph || n_off_ > 0) {
     decode_step(nb);
     return;
@@ -1300,6 +1325,10 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
   HCI_CUDA(cudaEventCreate(&e3));
   std::vector<double> prefill_ms, decode_ms, pcie_ms;
   const bool graph = p.use_graph != 0 && n_off_ == 0;
+  const bool controlled = server_ && server_->controller();
+  cudaEvent_t ahead[2] = {nullptr, nullptr};
+  if (controlled)
+    for (cudaEvent_t& a : ahead) HCI_CUDA(cudaEventCreateWithFlags(&a, cudaEventDisableTiming));
   try {
     for (int rep = 0; rep < p.warmup + p.repeats; ++rep) {
       const bool timed = rep >= p.warmup;
@@ -1326,7 +1355,11 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
       HCI_CUDA(cudaEventRecord(e2, stream_));
       for (int t = 0; t < p.new_tokens; ++t) {
         const int64_t pass = n_off_ ? uses_ / n_off_ : 0;
+        // With the rank controller the host stays at most two steps ahead, so a change of its
+        // point set reaches the GPU within two steps (the steps queued before it still run).
+        if (controlled && t >= 2) HCI_CUDA(cudaEventSynchronize(ahead[t % 2]));
         launch_decode(B, graph);
+        if (controlled) HCI_CUDA(cudaEventRecord(ahead[t % 2], stream_));
         if (n_off_) {
           sync();
           double ms = 0;
@@ -1347,16 +1380,12 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
       }
     }
   } catch (...) {
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaEventDestroy(e2);
-    cudaEventDestroy(e3);
+    for (cudaEvent_t e : {e0, e1, e2, e3, ahead[0], ahead[1]})
+      if (e) cudaEventDestroy(e);
     throw;
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaEventDestroy(e2);
-  cudaEventDestroy(e3);
+  for (cudaEvent_t e : {e0, e1, e2, e3, ahead[0], ahead[1]})
+    if (e) cudaEventDestroy(e);
   if (profile_ && n_off_ == 0) {
     // from the end of the prompts again (the cache is full after the timed steps)
     for (int b = 0; b < B; ++b) seq_len_[size_t(b)] = p.prompt_len;

@@ -199,6 +199,12 @@ class GpuModel {
   int64_t gpu_comp_bytes_ = 0;     // device factor bytes inside the block arenas
   int n_points_ = 0;
   std::vector<int> point_of_;                // [n_layers * 4] point of (layer, group), -1 none
+  std::vector<char> point_on_;               // [points] handed over in decode (rank controller)
+  uint64_t points_version_ = 0;              // CompServer::active_points version of point_on_
+  // the point of (layer, group) this pass hands to the CPU, -1 none
+  int point_at(int l, int g) const;
+  // takes the controller's current point set; drops captured decode graphs when it changed
+  void refresh_points();
   std::vector<CompImport> point_import_;     // per point: where its corrections go
   std::vector<int> point_din_;               // per point: input width
   std::unique_ptr<CompServer> server_;

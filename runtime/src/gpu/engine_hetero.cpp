@@ -148,6 +148,11 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   chan_.arrive = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 5);
   chan_.depart = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 6);
   chan_.ss = reinterpret_cast<float*>(ints + 4 * rows_ + 2 * max_batch_ + 8);  // [16]
+  static_assert(sizeof(PassStampDev) == sizeof(PassStamp) &&
+                    offsetof(PassStamp, decode) == offsetof(PassStampDev, decode),
+                "PassStamp layout");
+  chan_.passes = reinterpret_cast<uint32_t*>(dev_of(&hdr->passes));
+  chan_.stamps = reinterpret_cast<PassStampDev*>(dev_of(&hdr->stamps[0]));
 
   CompServerConfig cfg;
   cfg.threads = threads;
@@ -163,6 +168,9 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   cfg.isolate = first >= 0 && !(iso && iso[0] == '0');
   isolate_workers_ = cfg.isolate;
   cfg.controller = p_.rank_controller != 0;
+  cfg.slowdown = p_.controller_slowdown_pct < 0    ? -1.0
+                 : p_.controller_slowdown_pct == 0 ? 0.05
+                                                   : p_.controller_slowdown_pct / 100.0;
   cfg.rows_max = rows_;
   cfg.level = best_simd_level();
   server_ = std::make_unique<CompServer>(std::move(points), ch, cfg);

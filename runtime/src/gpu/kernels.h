@@ -169,6 +169,12 @@ void decode_end(int nb, int* seq_len, cudaStream_t s);
 
 // Device-side view of the channel: pointers into mapped pinned host memory (x, y, ready, done,
 // point_rows, wait_ns) and device memory (pass, counter).
+// hetero/comp_server.h PassStamp as the device writes it (engine_hetero.cpp checks the layout).
+struct PassStampDev {
+  unsigned long long t_begin, t_end;
+  uint32_t decode, pad;
+};
+
 struct CompChannelDev {
   float* x = nullptr;              // [rows, d_in] activations handed to the CPU
   float* y = nullptr;              // y_0 | y_1 | ..., y_j [rows, d_out_j]: corrections
@@ -182,6 +188,8 @@ struct CompChannelDev {
   float* ss = nullptr;             // device [16]: fused RMSNorm's sums of squares per row (0 between uses)
   uint32_t* arrive = nullptr;      // device: its blocks arrived (0 between uses)
   uint32_t* depart = nullptr;      // device: its blocks left (0 between uses)
+  uint32_t* passes = nullptr;      // host: passes ended (hetero/comp_server.h ChannelHeader)
+  PassStampDev* stamps = nullptr;  // host [8]: GPU clock at each pass's begin and end
 };
 
 // Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
@@ -217,8 +225,11 @@ struct CompThen {
 void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
                       const CompThen& then, const CompChannelDev& ch, int P, int p,
                       bool record_wait, cudaStream_t s);
-// pass += 1 (end of a forward pass that used the channel).
-void comp_pass_end(const CompChannelDev& ch, cudaStream_t s);
+// Stamps the GPU clock at the begin of a forward pass that uses the channel (stamps[pass % 8]).
+void comp_pass_begin(const CompChannelDev& ch, cudaStream_t s);
+// Stamps the end (and whether it was a decode pass), publishes passes = pass + 1 (system-scope
+// release after the stamp), then pass += 1.
+void comp_pass_end(const CompChannelDev& ch, bool decode, cudaStream_t s);
 
 // ---- synthetic weights and measurement -------------------------------------------------------
 

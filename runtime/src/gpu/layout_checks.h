@@ -19,7 +19,7 @@ static_assert(sizeof(hci_gpu_params) == 80 && offsetof(hci_gpu_params, placement
                   offsetof(hci_gpu_params, prefill_chunk) == 48 &&
                   offsetof(hci_gpu_params, cpu_threads) == 52 &&
                   offsetof(hci_gpu_params, rank_controller) == 68 &&
-                  offsetof(hci_gpu_params, reserved) == 72,
+                  offsetof(hci_gpu_params, controller_slowdown_pct) == 72,
               "hci_gpu_params layout");
 static_assert(sizeof(hci_gpu_synth_params) == 24 && offsetof(hci_gpu_synth_params, rank) == 16,
               "hci_gpu_synth_params layout");

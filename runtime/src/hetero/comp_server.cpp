@@ -59,6 +59,10 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   rows_.assign(points_.size(), 0);
   prefill_.assign(points_.size(), 0);
   rank_sum_.assign(size_t(n_linears_), 0.0);
+  pass_rank_.assign(size_t(n_linears_), 0.0);
+  on_.assign(points_.size(), 1);
+  starved_.assign(points_.size(), 0);
+  cost_ns_ = cfg_.point_cost_ns;
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -71,7 +75,16 @@ void CompServer::restart() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) thread_.join();
   ch_.hdr->words.ready.store(0, std::memory_order_relaxed);
+  ch_.hdr->passes.store(0, std::memory_order_relaxed);
+  passes_seen_.store(0, std::memory_order_relaxed);
   ch_.hdr->words.done.store(0, std::memory_order_release);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_wait_ = -1;
+    pass_wait_ns_ = 0;
+    pass_served_ = 0;
+    std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
+  }
   stop_.store(false, std::memory_order_release);
   thread_ = std::thread([this] { loop(); });
 }
@@ -99,13 +112,20 @@ int CompServer::max_width() const {
 }
 
 void CompServer::loop() {
-  for (uint32_t seq = 1;; ++seq) {
+  // The words start at 0 (construction, restart) and only grow.
+  uint32_t last_ready = 0, last_pass = 0;
+  const auto& ready = ch_.hdr->words.ready;
+  const auto& passes = ch_.hdr->passes;
+  for (;;) {
     // Spin while hand-offs are near (decode steps are milliseconds apart); after 20 ms without
     // one, poll every 50 µs so an idle model does not hold a core.
-    const auto& ready = ch_.hdr->words.ready;
     const int64_t t0 = now_ns();
-    uint32_t spins = 0;
-    while (ready.load(std::memory_order_acquire) < seq) {
+    uint32_t spins = 0, r = 0, k = 0;
+    for (;;) {
+      // READY first: a pass end the GPU published before this READY is then visible below
+      r = ready.load(std::memory_order_acquire);
+      k = passes.load(std::memory_order_acquire);
+      if (r != last_ready || k != last_pass) break;
       if (stop_.load(std::memory_order_relaxed)) return;
       __builtin_ia32_pause();  // leave the core's other hyperthread its issue slots
       if (++spins < 4096) continue;
@@ -113,7 +133,13 @@ void CompServer::loop() {
       if (now_ns() - t0 > 20000000)
         std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
-    serve(seq);
+    // A pass's end comes after all its hand-offs and before the next pass's first.
+    for (; last_pass != k; ++last_pass) end_pass(last_pass);
+    passes_seen_.store(last_pass, std::memory_order_release);
+    if (r != last_ready) {
+      serve(r);
+      last_ready = r;
+    }
   }
 }
 
@@ -124,7 +150,7 @@ void CompServer::serve(uint32_t seq) {
   const uint32_t rows_word = ch_.hdr->rows;
   const bool prefill = (rows_word & kPrefillFlag) != 0;
   const int n = int(rows_word & ~kPrefillFlag);
-  const int expect = int((seq - 1) % uint32_t(P));
+  const int expect = int((seq - 1) % uint32_t(P));  // (points the GPU skips leave gaps)
   if (p != expect || n < 1 || n > rows_max_) {
     // Answer anyway so the GPU does not hang; the engine reports the error on its next call.
     std::lock_guard<std::mutex> lock(mu_);
@@ -136,15 +162,18 @@ void CompServer::serve(uint32_t seq) {
     return;
   }
   // The previous point's GPU wait is final now (the GPU wrote it before this hand-off).
-  if (seq > 1) account_wait((p + P - 1) % P);
+  if (pending_wait_ >= 0) account_wait(pending_wait_);
+  pending_wait_ = -1;
   const ServedPoint& sp = points_[size_t(p)];
   const CompPoint& cp = *sp.cp;
   const int L = cp.layers();
   int ranks[16];
   float* y[16];
   {
+    // the controller chooses decode ranks only: prefill under it uses the full ranks
     std::lock_guard<std::mutex> lock(mu_);
-    for (int j = 0; j < L && j < 16; ++j) ranks[j] = ranks_[size_t(p)][size_t(j)];
+    for (int j = 0; j < L && j < 16; ++j)
+      ranks[j] = prefill && cfg_.controller ? cp.r_max(j) : ranks_[size_t(p)][size_t(j)];
   }
   int64_t off = 0, width = 0;
   for (int j = 0; j < L && j < 16; ++j) {
@@ -166,22 +195,37 @@ void CompServer::serve(uint32_t seq) {
     st_.prefill_cpu_ns += double(span);
     return;
   }
+  pending_wait_ = p;
+  ++pass_served_;
+  for (int j = 0; j < L && j < 16; ++j) pass_rank_[size_t(sp.linear[size_t(j)])] += ranks[j];
   st_.cpu_busy_ns += double(span);
   st_.bytes_to_host += int64_t(n) * cp.d_in() * 4;
   st_.bytes_to_device += int64_t(n) * width * 4;
   st_.factor_bytes_read += cp.bytes_read(ranks);
-  if (p == P - 1) {
+}
+
+void CompServer::end_pass(uint32_t k) {
+  // the stamp was written before the release store of `passes` that the loop acquired
+  const PassStamp s = ch_.hdr->stamps[k % kPassStamps];
+  if (pending_wait_ >= 0) account_wait(pending_wait_);  // the pass's last point
+  pending_wait_ = -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (s.decode) {
     ++st_.steps;
-    int64_t used = 0, full = 0;
-    for (int q = 0; q < P; ++q)
-      for (int j = 0; j < points_[size_t(q)].cp->layers(); ++j) {
-        const int r = ranks_[size_t(q)][size_t(j)];
-        used += r;
-        full += points_[size_t(q)].cp->r_max(j);
-        rank_sum_[size_t(points_[size_t(q)].linear[size_t(j)])] += r;
-      }
-    st_.rank_fraction_sum += full ? double(used) / double(full) : 0.0;
+    double used = 0, full = 0;
+    for (const ServedPoint& sp : points_)
+      for (int j = 0; j < sp.cp->layers(); ++j) full += sp.cp->r_max(j);
+    for (size_t l = 0; l < pass_rank_.size(); ++l) {
+      used += pass_rank_[l];
+      rank_sum_[l] += pass_rank_[l];
+    }
+    st_.rank_fraction_sum += full > 0 ? used / full : 0.0;
+    if (cfg_.controller && s.t_end > s.t_begin)
+      control_points(int64_t(s.t_end - s.t_begin), pass_wait_ns_, pass_served_);
   }
+  std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
+  pass_wait_ns_ = 0;
+  pass_served_ = 0;
 }
 
 void CompServer::account_wait(int q) {
@@ -191,6 +235,7 @@ void CompServer::account_wait(int q) {
   std::lock_guard<std::mutex> lock(mu_);
   if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
+  pass_wait_ns_ += int64_t(w);
   if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
 }
 
@@ -210,13 +255,139 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
     lv = std::min(1.0, lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe));
   }
   apply_level(q);
+  // every rank at 0: the point only costs its hand-off now
+  if (cfg_.slowdown >= 0 && phase_ == Phase::Run && on_[size_t(q)]) {
+    bool zero = true;
+    for (int r : ranks_[size_t(q)]) zero = zero && r == 0;
+    if (zero) {
+      ++starved_[size_t(q)];
+      set_on(q, false);
+      ++version_;
+      skip_ = 2;
+      since_change_ = 0;
+      recent_.clear();
+    }
+  }
 }
 
 void CompServer::apply_level(int p) {
   const CompPoint& cp = *points_[size_t(p)].cp;
   for (int j = 0; j < cp.layers(); ++j)
     ranks_[size_t(p)][size_t(j)] =
-        std::clamp(int(std::lround(level_[size_t(p)] * cp.r_max(j))), 0, cp.r_max(j));
+        on_[size_t(p)] ? std::clamp(int(std::lround(level_[size_t(p)] * cp.r_max(j))), 0, cp.r_max(j))
+                       : 0;
+}
+
+void CompServer::set_on(int p, bool on) {
+  on_[size_t(p)] = on ? 1 : 0;
+  if (on) {  // at least rank 1 somewhere
+    const CompPoint& cp = *points_[size_t(p)].cp;
+    int rmax = 0;
+    for (int j = 0; j < cp.layers(); ++j) rmax = std::max(rmax, cp.r_max(j));
+    if (rmax > 0) level_[size_t(p)] = std::max(level_[size_t(p)], 1.0 / rmax);
+  }
+  apply_level(p);
+}
+
+double CompServer::value(int p) const {
+  const CompPoint& cp = *points_[size_t(p)].cp;
+  double r = 0;
+  for (int j = 0; j < cp.layers(); ++j) r += cp.r_max(j);
+  return r * level_[size_t(p)] / (1.0 + starved_[size_t(p)]);
+}
+
+void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
+  if (cfg_.slowdown < 0) return;
+  constexpr size_t kCalibPasses = 3;
+  const int P = n_points();
+  auto changed = [&] {
+    ++version_;
+    skip_ = 2;  // the engine may still run the old set for a step or two
+    since_change_ = 0;
+    recent_.clear();
+  };
+  // points by value, best first; ties: the longer backbone product (more time to hide under)
+  auto ranked = [&](bool on) {
+    std::vector<int> v;
+    for (int p = 0; p < P; ++p)
+      if (bool(on_[size_t(p)]) == on) v.push_back(p);
+    auto window = [&](int p) {
+      const CompPoint& cp = *points_[size_t(p)].cp;
+      int64_t w = 0;
+      for (int j = 0; j < cp.layers(); ++j) w += cp.d_out(j);
+      return w * cp.d_in();
+    };
+    std::stable_sort(v.begin(), v.end(), [&](int a, int b) {
+      const double va = value(a), vb = value(b);
+      if (va != vb) return va > vb;
+      return window(a) > window(b);
+    });
+    return v;
+  };
+  if (phase_ == Phase::Start) {  // measure the backbone alone: every point off
+    for (int p = 0; p < P; ++p) set_on(p, false);
+    phase_ = Phase::Calib;
+    changed();
+    return;
+  }
+  if (skip_ > 0) {
+    --skip_;
+    return;
+  }
+  if (phase_ == Phase::Calib) {
+    if (served != 0) return;  // an older set still ran
+    recent_.push_back(step_ns);
+    if (recent_.size() < kCalibPasses) return;
+    t0_ns_ = *std::min_element(recent_.begin(), recent_.end());
+    phase_ = Phase::Run;
+    passes_run_ = 0;
+    const int k = std::min(P, int(cfg_.slowdown * double(t0_ns_) / std::max(cost_ns_, 1.0)));
+    const std::vector<int> best = ranked(false);
+    for (int i = 0; i < k; ++i) set_on(best[size_t(i)], true);
+    changed();
+    return;
+  }
+  if (++passes_run_ >= cfg_.recalib_passes) {  // measure the backbone again
+    phase_ = Phase::Start;
+    control_points(step_ns, wait_ns, served);
+    return;
+  }
+  ++since_change_;
+  recent_.push_back(step_ns);
+  if (since_change_ < 3) return;
+  std::vector<int64_t> last(recent_.end() - 3, recent_.end());
+  std::sort(last.begin(), last.end());
+  const double t = double(last[1]);  // median of the last three passes
+  int n_on = 0;
+  for (char c : on_) n_on += c ? 1 : 0;
+  if (served > 0 && served == n_on) {
+    const double c_obs = (t - double(t0_ns_) - double(wait_ns)) / served;
+    cost_ns_ = std::clamp(0.5 * cost_ns_ + 0.5 * c_obs, 200.0, 200000.0);
+  }
+  const double per = cost_ns_ + (served > 0 ? double(wait_ns) / served : 0.0);
+  const double excess = t - (1.0 + cfg_.slowdown) * double(t0_ns_);
+  if (excess > 0 && n_on > 0) {
+    const std::vector<int> on = ranked(true);
+    const int k = std::min(n_on, int(std::ceil(excess / per)));
+    for (int i = 0; i < k; ++i) set_on(on[on.size() - 1 - size_t(i)], false);
+    changed();
+  } else if (-excess > 1.5 * cost_ns_ && since_change_ >= 8 && n_on < P) {
+    const std::vector<int> off = ranked(false);
+    const int k = std::clamp(int(-excess / (1.5 * per)), 1, int(off.size()));
+    for (int i = 0; i < k; ++i) set_on(off[size_t(i)], true);
+    changed();
+  }
+}
+
+uint64_t CompServer::active_points(std::vector<char>& on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  on = on_;
+  return version_;
+}
+
+int64_t CompServer::backbone_step_ns() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return t0_ns_;
 }
 
 int64_t CompServer::involuntary_switches() const {
@@ -225,7 +396,16 @@ int64_t CompServer::involuntary_switches() const {
   return a < 0 || b < 0 ? -1 : a + b;
 }
 
+void CompServer::catch_up() {
+  const uint32_t want = ch_.hdr->passes.load(std::memory_order_acquire);
+  const int64_t t0 = now_ns();
+  while (int32_t(passes_seen_.load(std::memory_order_acquire) - want) < 0 &&
+         now_ns() - t0 < 100000000)
+    std::this_thread::yield();
+}
+
 CompServerStats CompServer::stats() {
+  catch_up();
   const int64_t sw = involuntary_switches();
   std::lock_guard<std::mutex> lock(mu_);
   CompServerStats s = st_;
@@ -234,6 +414,7 @@ CompServerStats CompServer::stats() {
 }
 
 void CompServer::reset_stats() {
+  catch_up();
   const int64_t sw = involuntary_switches();
   std::lock_guard<std::mutex> lock(mu_);
   switches_at_reset_ = sw < 0 ? 0 : sw;
@@ -242,6 +423,7 @@ void CompServer::reset_stats() {
 }
 
 void CompServer::ranks(int32_t* full, int32_t* last, double* mean, int n) {
+  catch_up();
   std::lock_guard<std::mutex> lock(mu_);
   for (int i = 0; i < n; ++i) {
     if (full) full[i] = 0;
@@ -269,9 +451,12 @@ void CompServer::set_ranks(const int32_t* ranks, int n) {
                                            std::to_string(l) + " is outside 0.." +
                                            std::to_string(points_[q].cp->r_max(j)));
     }
-  for (size_t q = 0; q < points_.size(); ++q)
+  for (size_t q = 0; q < points_.size(); ++q) {
+    on_[q] = 1;
     for (int j = 0; j < points_[q].cp->layers(); ++j)
       ranks_[q][size_t(j)] = ranks[points_[q].linear[size_t(j)]];
+  }
+  ++version_;
   cfg_.controller = false;
 }
 

@@ -14,15 +14,28 @@
 // clock); the server reads point p's figure once point p+1 has been handed over (by then the GPU
 // has written it), for the statistics and the controller.
 //
-// Rank controller (cpu-async decode passes only): each point has a level in [0, 1] and uses the
-// rank prefix round(level · r_max_j) of each of its layers (factors are ordered by singular value,
-// so a prefix is the best answer of its rank; r_max_j comes from the sensitivity-aware
-// allocation, so the controller scales that allocation per point). After each pass it compares
-// the point's CPU span (x received to correction published) with the GPU's wait: a wait above
-// `slack_ns` means the CPU was on the critical path, and the level is cut so that the span would
-// fit 90% of the GPU's window (span − wait); otherwise the level grows by `probe` per pass, to
-// find the window again when the CPU speeds up (by `probe` relative, at least `probe` / 2). MoE: a routed expert's branch is a point too; a
-// pass visits only the routed experts' points, which the header's point id already allows.
+// Rank controller (cpu-async decode passes only), two parts:
+//  - Ranks within a point: each point has a level in [0, 1] and uses the rank prefix
+//    round(level · r_max_j) of each of its layers (factors are ordered by singular value, so a
+//    prefix is the best answer of its rank; r_max_j comes from the sensitivity-aware allocation,
+//    so the controller scales that allocation per point). After each pass it compares the point's
+//    CPU span (x received to correction published) with the GPU's wait: a wait above `slack_ns`
+//    means the CPU was on the critical path, and the level is cut so that the span would fit 90%
+//    of the GPU's window (span − wait); otherwise the level grows by `probe` per pass, to find the
+//    window again when the CPU speeds up (by `probe` relative, at least `probe` / 2).
+//  - Which points are handed over at all: a point costs the GPU its hand-off kernels (and the
+//    fusions its correction blocks) even at rank 0, microseconds against a decode step of a
+//    millisecond or two. The GPU stamps every pass's begin and end (PassStamp); the controller
+//    first measures the backbone alone (every point off, `kCalibPasses` passes), then keeps the
+//    decode step within (1 + slowdown) of it: when slower it turns off the points of least value,
+//    when there is room for more it turns points back on (value: the allocation's Σ r_max times
+//    the level; ties go to the point with the longest backbone product, the widest window), and
+//    a point whose ranks have all reached 0 is turned off. The engine reads the set
+//    (active_points) before each decode step; an "off" point runs the plain backbone path, with no
+//    hand-off. The measurement is repeated every `recalib_passes` passes (the backbone's step
+//    grows with the context). Off points report rank 0.
+// MoE: a routed expert's branch is a point too; a pass visits only the routed experts' points,
+// which the header's point id already allows (the server accepts any increasing sequence).
 #pragma once
 
 #include <atomic>
@@ -40,11 +53,32 @@
 namespace hci {
 
 // Header words beside the hand-off words (mapped host memory).
+// The GPU's clock (ns) at the begin and end of a forward pass that used the channel.
+struct PassStamp {
+  uint64_t t_begin = 0, t_end = 0;
+  uint32_t decode = 0;  // 1: a decode pass
+  uint32_t pad = 0;
+};
+constexpr int kPassStamps = 8;  // ring: pass k's stamp is stamps[k % 8]
+
 struct ChannelHeader {
   HandoffWords words;
   alignas(64) uint32_t point;  // point id of the hand-off (written by the GPU before READY)
   uint32_t rows;               // rows of x, | kPrefillFlag when the pass is a prefill chunk
+  // passes ended so far (the GPU writes k + 1 with release after stamps[k % 8])
+  alignas(64) std::atomic<uint32_t> passes{0};
+  PassStamp stamps[kPassStamps];
 };
+
+// The GPU side of a pass end, for tests that play the GPU (the engine's kernels do the same).
+inline void publish_pass_end(ChannelHeader& h, uint32_t pass, uint64_t t_begin, uint64_t t_end,
+                             bool decode) {
+  PassStamp& s = h.stamps[pass % kPassStamps];
+  s.t_begin = t_begin;
+  s.t_end = t_end;
+  s.decode = decode ? 1u : 0u;
+  h.passes.store(pass + 1, std::memory_order_release);
+}
 constexpr uint32_t kPrefillFlag = 0x80000000u;
 
 // Where the channel lives (mapped pinned host memory in the engine; plain memory in tests).
@@ -70,6 +104,9 @@ struct CompServerConfig {
   SimdLevel level = SimdLevel::Scalar;
   int64_t slack_ns = 1500;  // controller: GPU waits below this count as none
   double probe = 0.02;      // controller: relative level increase per pass without a wait
+  double slowdown = 0.05;   // controller: decode steps may take (1 + slowdown) × the backbone's
+  double point_cost_ns = 6000;  // controller: first guess of a point's GPU cost (then measured)
+  int recalib_passes = 512;     // controller: decode passes between backbone measurements
   bool isolate = false;     // keep the process's other threads off the workers' cores
                             // (WorkerPool::set_isolate; needs first_core >= 0)
 };
@@ -109,6 +146,11 @@ class CompServer {
   void ranks(int32_t* full, int32_t* last, double* mean, int n);
   // Fixes the ranks (turns the controller off); each within 0..full.
   void set_ranks(const int32_t* ranks, int n);
+  // The points decode passes hand over (on[p] != 0) and the set's version, which changes with it
+  // (the engine re-captures its decode graph then). All on without the controller.
+  uint64_t active_points(std::vector<char>& on);
+  // Backbone-alone decode step (ns) the controller last measured (0: not yet).
+  int64_t backbone_step_ns();
   // A protocol violation seen by the server ("" when none).
   std::string error();
   // Stops the thread, zeroes the hand-off words and starts again expecting sequence 1 (the GPU's
@@ -118,9 +160,14 @@ class CompServer {
  private:
   void loop();
   void serve(uint32_t seq);
+  void end_pass(uint32_t k);
   void account_wait(int q);
   void control(int q, int64_t span_ns, int64_t wait_ns);
   void apply_level(int p);
+  // the point set (under mu_)
+  void control_points(int64_t step_ns, int64_t wait_ns, int served);
+  void set_on(int p, bool on);
+  double value(int p) const;
 
   std::vector<ServedPoint> points_;
   Channel ch_;
@@ -141,9 +188,29 @@ class CompServer {
   std::vector<int> rows_;                // rows of the last hand-off per point
   std::vector<char> prefill_;            // whether it was a prefill pass
   std::vector<double> rank_sum_;         // per linear: Σ ranks over decode passes
+  std::vector<double> pass_rank_;        // per linear: Σ ranks served in the pass in flight
+  int64_t pass_wait_ns_ = 0;             // GPU waits of the pass in flight
+  int pass_served_ = 0;                  // decode hand-offs of the pass in flight
+  int pending_wait_ = -1;                // served point whose GPU wait is not accounted yet
+  // the point set (controller)
+  std::vector<char> on_;                 // per point: handed over in decode passes
+  std::vector<int> starved_;             // per point: times turned off at rank 0
+  uint64_t version_ = 1;
+  enum class Phase { Start, Calib, Run } phase_ = Phase::Start;
+  int skip_ = 0;                         // passes to ignore after a set change (graph lag)
+  int since_change_ = 0;
+  int64_t passes_run_ = 0;               // decode passes since the last calibration
+  std::vector<int64_t> recent_;          // step times (ns) since the last change
+  int64_t t0_ns_ = 0;                    // backbone-alone step
+  double cost_ns_ = 0;                   // GPU cost per point on (estimate)
   CompServerStats st_;
   std::string error_;
   int n_linears_ = 0;
+
+  // Pass ends the loop has processed; stats(), reset_stats() and ranks() first wait (briefly) for
+  // it to reach the GPU's count, so a caller that has synchronized with the GPU sees every pass.
+  std::atomic<uint32_t> passes_seen_{0};
+  void catch_up();
 
   std::atomic<bool> stop_{false};
   std::thread thread_;
