@@ -1093,6 +1093,7 @@ void GpuModel::launch_decode(int nb, bool use_graph) {
   }
   auto it = graphs_.find(nb);
   if (it == graphs_.end()) {
+    const auto t_capture = std::chrono::steady_clock::now();
     cudaGraph_t g = nullptr;
     HCI_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     try {
@@ -1109,6 +1110,12 @@ void GpuModel::launch_decode(int nb, bool use_graph) {
     cudaGraphDestroy(g);
     if (e != cudaSuccess) cuda_fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
     it = graphs_.emplace(nb, exec).first;
+    if (std::getenv("HCINFER_CONTROLLER_LOG"))
+      std::fprintf(stderr, "decode graph captured in %.2f ms (point set %llu)\n",
+                   std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                             t_capture)
+                       .count(),
+                   (unsigned long long)points_version_);
   }
   HCI_CUDA(cudaGraphLaunch(it->second, stream_));
 }

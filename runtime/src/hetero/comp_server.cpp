@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "error.h"
@@ -260,6 +262,13 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
     bool zero = true;
     for (int r : ranks_[size_t(q)]) zero = zero && r == 0;
     if (zero) {
+      static const bool log = [] {
+        const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
+        return e && e[0] == '1';
+      }();
+      if (log)
+        std::fprintf(stderr, "ctl point %d starved (span %.1f us, wait %.1f us)\n", q,
+                     span_ns / 1e3, wait_ns / 1e3);
       ++starved_[size_t(q)];
       set_on(q, false);
       ++version_;
@@ -300,6 +309,20 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
   if (cfg_.slowdown < 0) return;
   constexpr size_t kCalibPasses = 3;
   const int P = n_points();
+  // HCINFER_CONTROLLER_LOG=1: one line per decode pass to stderr (diagnosis)
+  static const bool log = [] {
+    const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
+    return e && e[0] == '1';
+  }();
+  if (log) {
+    int n_on = 0;
+    for (char c : on_) n_on += c ? 1 : 0;
+    std::fprintf(stderr,
+                 "ctl phase %d skip %d since %d step %.1f us t0 %.1f us served %d on %d wait %.1f "
+                 "us cost %.2f us\n",
+                 int(phase_), skip_, since_change_, step_ns / 1e3, t0_ns_ / 1e3, served, n_on,
+                 wait_ns / 1e3, cost_ns_ / 1e3);
+  }
   auto changed = [&] {
     ++version_;
     skip_ = 2;  // the engine may still run the old set for a step or two
