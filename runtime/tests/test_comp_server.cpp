@@ -252,7 +252,8 @@ TEST(controller_trades_rank_for_time) {
 // waits are zero): with a 5% budget over a 1 ms backbone, the controller must measure the
 // backbone with every point off, then keep the two points of most value (the largest allocated
 // ranks) and turn the others off; the GPU hands over only the points that are on (the sequence
-// words then skip the others), and off points report rank 0.
+// words then skip the others), and off points report rank 0. Every 60 passes it measures the
+// backbone again (version 0: every point off) and returns to the same set under its old version.
 TEST(controller_keeps_the_points_that_fit_the_slowdown) {
   std::vector<ServedPoint> pts;
   const int rmax[4] = {2, 8, 1, 4};  // values: point 1 > 3 > 0 > 2
@@ -269,13 +270,15 @@ TEST(controller_keeps_the_points_that_fit_the_slowdown) {
   cfg.rows_max = 1;
   cfg.controller = true;
   cfg.slowdown = 0.05;
+  cfg.recalib_passes = 60;
   FakeChannel fc(1, 64, 64, 4);
   CompServer server(std::move(pts), fc.channel(), cfg);
   std::vector<char> on;
   std::vector<int> counts;
+  std::vector<uint64_t> versions;
   int64_t calibrated = 0;
   for (uint32_t pass = 0; pass < 80; ++pass) {
-    server.active_points(on);
+    versions.push_back(server.active_points(on));
     int n = 0;
     for (int p = 0; p < 4; ++p)
       if (on[size_t(p)]) {
@@ -293,6 +296,13 @@ TEST(controller_keeps_the_points_that_fit_the_slowdown) {
   server.active_points(on);
   CHECK(on == std::vector<char>({0, 1, 0, 1}));
   CHECK(counts.back() == 2);
+  for (size_t i = 0; i < counts.size(); ++i) CHECK((versions[i] == 0) == (counts[i] == 0));
+  // the second measurement: off for a few passes, then the set before it, same version
+  size_t off_again = 0;
+  for (size_t i = 40; i < counts.size() && !off_again; ++i)
+    if (counts[i] == 0) off_again = i;
+  CHECK(off_again > 40);
+  CHECK(versions.back() == versions[off_again - 1] && counts[off_again - 1] == 2);
   int32_t last[4];
   double mean[4];
   server.ranks(nullptr, last, mean, 4);

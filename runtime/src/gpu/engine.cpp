@@ -686,7 +686,7 @@ GpuModel::~GpuModel() {
   if (copy_stream_) cudaStreamSynchronize(copy_stream_);
   server_.reset();
   if (chan_host_) cudaFreeHost(chan_host_);
-  for (auto& [nb, g] : graphs_) cudaGraphExecDestroy(g);
+  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g);
   for (cudaEvent_t e : ready_) cudaEventDestroy(e);
   for (cudaEvent_t e : slot_free_) cudaEventDestroy(e);
   for (int par = 0; par < 2; ++par) {
@@ -1076,11 +1076,22 @@ void GpuModel::refresh_points() {
   if (!server_) return;
   const uint64_t v = server_->active_points(point_on_);
   if (v == points_version_) return;
-  // the captured steps hand over the old set: capture again (after the launched ones finish)
-  if (!graphs_.empty()) {
-    sync();
-    for (auto& [nb, g] : graphs_) cudaGraphExecDestroy(g);
-    graphs_.clear();
+  // Older sets' graphs go (after the launched steps finish); the new set's, the all-off set's
+  // and the last set's with points on (the controller returns to it after measuring the
+  // backbone alone) stay.
+  bool synced = false;
+  const uint64_t last = last_set_version_;
+  if (v != 0) last_set_version_ = v;
+  for (auto it = graphs_.begin(); it != graphs_.end();) {
+    const uint64_t gv = it->first.first;
+    if (gv == 0 || gv == v || gv == last) {
+      ++it;
+      continue;
+    }
+    if (!synced) sync();
+    synced = true;
+    cudaGraphExecDestroy(it->second);
+    it = graphs_.erase(it);
   }
   points_version_ = v;
 }
@@ -1091,7 +1102,8 @@ void GpuModel::launch_decode(int nb, bool use_graph) {
     decode_step(nb);
     return;
   }
-  auto it = graphs_.find(nb);
+  const std::pair<uint64_t, int> key(points_version_, nb);
+  auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     const auto t_capture = std::chrono::steady_clock::now();
     cudaGraph_t g = nullptr;
@@ -1109,7 +1121,7 @@ void GpuModel::launch_decode(int nb, bool use_graph) {
     const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
     cudaGraphDestroy(g);
     if (e != cudaSuccess) cuda_fail(e, "cudaGraphInstantiate", __FILE__, __LINE__);
-    it = graphs_.emplace(nb, exec).first;
+    it = graphs_.emplace(key, exec).first;
     if (std::getenv("HCINFER_CONTROLLER_LOG"))
       std::fprintf(stderr, "decode graph captured in %.2f ms (point set %llu)\n",
                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -

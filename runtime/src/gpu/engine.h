@@ -201,6 +201,7 @@ class GpuModel {
   std::vector<int> point_of_;                // [n_layers * 4] point of (layer, group), -1 none
   std::vector<char> point_on_;               // [points] handed over in decode (rank controller)
   uint64_t points_version_ = 0;              // CompServer::active_points version of point_on_
+  uint64_t last_set_version_ = 0;            // the last nonzero one
   // the point of (layer, group) this pass hands to the CPU, -1 none
   int point_at(int l, int g) const;
   // takes the controller's current point set; drops captured decode graphs when it changed
@@ -216,7 +217,9 @@ class GpuModel {
   CompChannelDev chan_{};
   int exported_ = -1;  // point whose input a fused import already handed to the CPU (-1: none)
 
-  std::map<int, cudaGraphExec_t> graphs_;
+  // decode graphs by (point-set version, batch); only the current set's and the all-off set's
+  // (version 0, which the rank controller returns to for its backbone measurements) are kept
+  std::map<std::pair<uint64_t, int>, cudaGraphExec_t> graphs_;
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,
   bool fuse_norm_ = true;     // RMSNorm epilogues of the residual GEMVs,
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention

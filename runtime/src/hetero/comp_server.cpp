@@ -328,6 +328,7 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     skip_ = 2;  // the engine may still run the old set for a step or two
     since_change_ = 0;
     recent_.clear();
+    own_.clear();
   };
   // points by value, best first; ties: the longer backbone product (more time to hide under)
   auto ranked = [&](bool on) {
@@ -348,6 +349,11 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     return v;
   };
   if (phase_ == Phase::Start) {  // measure the backbone alone: every point off
+    saved_on_.clear();
+    if (t0_ns_ > 0) {  // a repeated measurement: the set in force comes back after it
+      saved_on_ = on_;
+      saved_version_ = version_;
+    }
     for (int p = 0; p < P; ++p) set_on(p, false);
     phase_ = Phase::Calib;
     changed();
@@ -364,6 +370,15 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     t0_ns_ = *std::min_element(recent_.begin(), recent_.end());
     phase_ = Phase::Run;
     passes_run_ = 0;
+    prev_own_ns_ = double(t0_ns_);
+    prev_n_ = 0;
+    if (!saved_on_.empty()) {  // the set before the measurement, under its old version
+      for (int p = 0; p < P; ++p) set_on(p, saved_on_[size_t(p)] != 0);
+      saved_on_.clear();
+      changed();
+      version_ = saved_version_;
+      return;
+    }
     const int k = std::min(P, int(cfg_.slowdown * double(t0_ns_) / std::max(cost_ns_, 1.0)));
     const std::vector<int> best = ranked(false);
     for (int i = 0; i < k; ++i) set_on(best[size_t(i)], true);
@@ -377,16 +392,27 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
   }
   ++since_change_;
   recent_.push_back(step_ns);
+  own_.push_back(step_ns - wait_ns);
   if (since_change_ < 3) return;
-  std::vector<int64_t> last(recent_.end() - 3, recent_.end());
-  std::sort(last.begin(), last.end());
-  const double t = double(last[1]);  // median of the last three passes
+  auto median3 = [](const std::vector<int64_t>& v) {
+    std::vector<int64_t> last(v.end() - 3, v.end());
+    std::sort(last.begin(), last.end());
+    return double(last[1]);
+  };
+  const double t = median3(recent_);  // median of the last three passes
+  const double own = median3(own_);   // the same without the GPU's waits
   int n_on = 0;
   for (char c : on_) n_on += c ? 1 : 0;
-  if (served > 0 && served == n_on) {
-    const double c_obs = (t - double(t0_ns_) - double(wait_ns)) / served;
-    cost_ns_ = std::clamp(0.5 * cost_ns_ + 0.5 * c_obs, 200.0, 200000.0);
+  if (served != n_on) return;  // an older set still ran
+  // A point's GPU cost from the difference between this set and the one before it (measured
+  // minutes apart the backbone's own step has grown with the context, so not against t0), once
+  // per set.
+  if (since_change_ == 3 && n_on != prev_n_) {
+    const double c_obs = (own - prev_own_ns_) / double(n_on - prev_n_);
+    if (c_obs > 0) cost_ns_ = std::clamp(0.5 * cost_ns_ + 0.5 * c_obs, 500.0, 100000.0);
   }
+  prev_own_ns_ = own;
+  prev_n_ = n_on;
   const double per = cost_ns_ + (served > 0 ? double(wait_ns) / served : 0.0);
   const double excess = t - (1.0 + cfg_.slowdown) * double(t0_ns_);
   if (excess > 0 && n_on > 0) {
@@ -405,7 +431,8 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
 uint64_t CompServer::active_points(std::vector<char>& on) {
   std::lock_guard<std::mutex> lock(mu_);
   on = on_;
-  return version_;
+  // every set with a point on has its own version (>= 1); every point off is version 0
+  return std::any_of(on_.begin(), on_.end(), [](char c) { return c != 0; }) ? version_ : 0;
 }
 
 int64_t CompServer::backbone_step_ns() {

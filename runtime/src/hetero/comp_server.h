@@ -30,10 +30,12 @@
 //    decode step within (1 + slowdown) of it: when slower it turns off the points of least value,
 //    when there is room for more it turns points back on (value: the allocation's Σ r_max times
 //    the level; ties go to the point with the longest backbone product, the widest window), and
-//    a point whose ranks have all reached 0 is turned off. The engine reads the set
-//    (active_points) before each decode step; an "off" point runs the plain backbone path, with no
-//    hand-off. The measurement is repeated every `recalib_passes` passes (the backbone's step
-//    grows with the context). Off points report rank 0.
+//    a point whose ranks have all reached 0 is turned off. A point's GPU cost is estimated from
+//    the step times of consecutive sets (their difference over the difference in points on). The
+//    engine reads the set (active_points) before each decode step; an "off" point runs the plain
+//    backbone path, with no hand-off. The backbone measurement is repeated every
+//    `recalib_passes` decode passes (its step grows with the context), after which the set in
+//    force returns under its old version (the engine keeps that graph). Off points report rank 0.
 // MoE: a routed expert's branch is a point too; a pass visits only the routed experts' points,
 // which the header's point id already allows (the server accepts any increasing sequence).
 #pragma once
@@ -106,7 +108,7 @@ struct CompServerConfig {
   double probe = 0.02;      // controller: relative level increase per pass without a wait
   double slowdown = 0.05;   // controller: decode steps may take (1 + slowdown) × the backbone's
   double point_cost_ns = 6000;  // controller: first guess of a point's GPU cost (then measured)
-  int recalib_passes = 512;     // controller: decode passes between backbone measurements
+  int recalib_passes = 128;     // controller: decode passes between backbone measurements
   bool isolate = false;     // keep the process's other threads off the workers' cores
                             // (WorkerPool::set_isolate; needs first_core >= 0)
 };
@@ -147,7 +149,9 @@ class CompServer {
   // Fixes the ranks (turns the controller off); each within 0..full.
   void set_ranks(const int32_t* ranks, int n);
   // The points decode passes hand over (on[p] != 0) and the set's version, which changes with it
-  // (the engine re-captures its decode graph then). All on without the controller.
+  // (the engine re-captures its decode graph then); 0 when every point is off, and a set the
+  // controller returns to after measuring the backbone keeps its version. All on without the
+  // controller.
   uint64_t active_points(std::vector<char>& on);
   // Backbone-alone decode step (ns) the controller last measured (0: not yet).
   int64_t backbone_step_ns();
@@ -201,6 +205,11 @@ class CompServer {
   int since_change_ = 0;
   int64_t passes_run_ = 0;               // decode passes since the last calibration
   std::vector<int64_t> recent_;          // step times (ns) since the last change
+  std::vector<int64_t> own_;             // the same less the GPU's waits
+  double prev_own_ns_ = 0;               // own step time of the set before (ns) ...
+  int prev_n_ = 0;                       // ... and its points on
+  std::vector<char> saved_on_;           // the set in force before a repeated measurement
+  uint64_t saved_version_ = 0;
   int64_t t0_ns_ = 0;                    // backbone-alone step
   double cost_ns_ = 0;                   // GPU cost per point on (estimate)
   CompServerStats st_;
