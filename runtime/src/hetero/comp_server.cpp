@@ -64,6 +64,7 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   pass_rank_.assign(size_t(n_linears_), 0.0);
   on_.assign(points_.size(), 1);
   starved_.assign(points_.size(), 0);
+  tried_.assign(points_.size(), 0);
   cost_ns_ = cfg_.point_cost_ns;
   thread_ = std::thread([this] { loop(); });
 }
@@ -199,6 +200,13 @@ void CompServer::serve(uint32_t seq) {
   }
   pending_wait_ = p;
   ++pass_served_;
+  {
+    const int64_t b = cp.bytes_read(ranks);
+    if (b > (64 << 10)) {  // CPU speed from a substantial product (span includes a fork-join)
+      const double bps = double(b) / (double(std::max<int64_t>(span, 1000)) * 1e-9);
+      cpu_bps_ = cpu_bps_ > 0 ? 0.8 * cpu_bps_ + 0.2 * bps : bps;
+    }
+  }
   for (int j = 0; j < L && j < 16; ++j) pass_rank_[size_t(sp.linear[size_t(j)])] += ranks[j];
   st_.cpu_busy_ns += double(span);
   st_.bytes_to_host += int64_t(n) * cp.d_in() * 4;
@@ -250,7 +258,7 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
     // rank cut cannot remove latency).
     const int64_t window = span_ns - wait_ns;
     if (window > 0)
-      lv *= std::clamp(0.9 * double(window) / double(span_ns), 0.5, 0.97);
+      lv *= std::clamp(0.9 * double(window) / double(span_ns), 0.05, 0.97);
     else if (span_ns > 4 * cfg_.slack_ns)
       lv *= 0.9;
   } else {
@@ -289,11 +297,23 @@ void CompServer::apply_level(int p) {
 
 void CompServer::set_on(int p, bool on) {
   on_[size_t(p)] = on ? 1 : 0;
-  if (on) {  // at least rank 1 somewhere
+  if (on) {
     const CompPoint& cp = *points_[size_t(p)].cp;
     int rmax = 0;
-    for (int j = 0; j < cp.layers(); ++j) rmax = std::max(rmax, cp.r_max(j));
-    if (rmax > 0) level_[size_t(p)] = std::max(level_[size_t(p)], 1.0 / rmax);
+    std::vector<int> full(size_t(cp.layers()));
+    for (int j = 0; j < cp.layers(); ++j) {
+      rmax = std::max(rmax, cp.r_max(j));
+      full[size_t(j)] = cp.r_max(j);
+    }
+    double& lv = level_[size_t(p)];
+    // A point never measured starts where its work would take kStartNs at the CPU's measured
+    // speed (at full rank it could take milliseconds, each a GPU wait); the probe grows it.
+    if (!tried_[size_t(p)] && cpu_bps_ > 0) {
+      const double full_b = double(cp.bytes_read(full.data()));
+      lv = std::min(lv, kStartNs * 1e-9 * cpu_bps_ / std::max(full_b, 1.0));
+    }
+    tried_[size_t(p)] = 1;
+    if (rmax > 0) lv = std::max(lv, 1.0 / rmax);  // at least rank 1 somewhere
   }
   apply_level(p);
 }
@@ -302,7 +322,7 @@ double CompServer::value(int p) const {
   const CompPoint& cp = *points_[size_t(p)].cp;
   double r = 0;
   for (int j = 0; j < cp.layers(); ++j) r += cp.r_max(j);
-  return r * level_[size_t(p)] / (1.0 + starved_[size_t(p)]);
+  return r / (1.0 + starved_[size_t(p)]);
 }
 
 void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {

@@ -28,8 +28,10 @@
 //    millisecond or two. The GPU stamps every pass's begin and end (PassStamp); the controller
 //    first measures the backbone alone (every point off, `kCalibPasses` passes), then keeps the
 //    decode step within (1 + slowdown) of it: when slower it turns off the points of least value,
-//    when there is room for more it turns points back on (value: the allocation's Σ r_max times
-//    the level; ties go to the point with the longest backbone product, the widest window), and
+//    when there is room for more it turns points back on (value: the allocation's Σ r_max, less
+//    for a point that starved before; ties go to the point with the longest backbone product, the
+//    widest window; a point turned on the first time starts at the level whose work would take
+//    kStartNs at the CPU's measured speed, and the probe grows it), and
 //    a point whose ranks have all reached 0 is turned off. A point's GPU cost is estimated from
 //    the step times of consecutive sets (their difference over the difference in points on). The
 //    engine reads the set (active_points) before each decode step; an "off" point runs the plain
@@ -199,6 +201,9 @@ class CompServer {
   // the point set (controller)
   std::vector<char> on_;                 // per point: handed over in decode passes
   std::vector<int> starved_;             // per point: times turned off at rank 0
+  std::vector<char> tried_;              // per point: turned on by the controller before
+  double cpu_bps_ = 0;                   // factor bytes per second of decode passes (EMA)
+  static constexpr double kStartNs = 4000;  // CPU work of a point turned on for the first time
   uint64_t version_ = 1;
   enum class Phase { Start, Calib, Run } phase_ = Phase::Start;
   int skip_ = 0;                         // passes to ignore after a set change (graph lag)
