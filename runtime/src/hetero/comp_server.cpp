@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <dirent.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "error.h"
 
@@ -238,6 +242,42 @@ void CompServer::end_pass(uint32_t k) {
   pass_served_ = 0;
 }
 
+namespace {
+// HCINFER_CONTROLLER_LOG=1 diagnosis of a long GPU wait: every runnable thread of the process
+// and the core it last ran on, and every other process's runnable threads.
+void log_runnable(int64_t wait_ns) {
+  std::fprintf(stderr, "long wait %.1f us; runnable threads (pid/tid comm state cpu):\n",
+               wait_ns / 1e3);
+  DIR* procs = opendir("/proc");
+  if (!procs) return;
+  while (dirent* p = readdir(procs)) {
+    if (p->d_name[0] < '0' || p->d_name[0] > '9') continue;
+    const std::string tasks = std::string("/proc/") + p->d_name + "/task";
+    DIR* d = opendir(tasks.c_str());
+    if (!d) continue;
+    while (dirent* t = readdir(d)) {
+      if (t->d_name[0] < '0' || t->d_name[0] > '9') continue;
+      std::ifstream f(tasks + "/" + t->d_name + "/stat");
+      std::string s;
+      std::getline(f, s);
+      const size_t r = s.rfind(')');
+      if (r == std::string::npos) continue;
+      const std::string comm = s.substr(s.find('(') + 1, r - s.find('(') - 1);
+      std::istringstream rest(s.substr(r + 2));
+      std::string field;
+      std::vector<std::string> v;
+      while (rest >> field) v.push_back(field);
+      // v[0] = state (field 3); processor is field 39 = v[36]
+      if (v.size() > 36 && v[0] == "R")
+        std::fprintf(stderr, "  %s/%s %s R cpu %s\n", p->d_name, t->d_name, comm.c_str(),
+                     v[36].c_str());
+    }
+    closedir(d);
+  }
+  closedir(procs);
+}
+}  // namespace
+
 void CompServer::account_wait(int q) {
   const uint32_t w = ch_.wait_ns ? reinterpret_cast<const std::atomic<uint32_t>*>(ch_.wait_ns)[q].load(
                                        std::memory_order_acquire)
@@ -246,6 +286,15 @@ void CompServer::account_wait(int q) {
   if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
   pass_wait_ns_ += int64_t(w);
+  static const bool log = [] {
+    const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
+    return e && e[0] == '1';
+  }();
+  static int logged = 0;
+  if (log && w > 1000000 && logged < 20) {
+    ++logged;
+    log_runnable(int64_t(w));
+  }
   if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
 }
 
