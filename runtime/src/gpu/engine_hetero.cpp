@@ -262,7 +262,11 @@ CallerAffinity::CallerAffinity(const GpuModel& g) {
   CPU_ZERO(&mine);
   for (int c = 0; c < first; ++c)
     if (CPU_ISSET(c, old)) CPU_SET(c, &mine);
-  if (CPU_COUNT(&mine) == 0) return;
+  // A caller allowed only on worker cores (pinned there by someone else) goes to the cores
+  // below them all the same: spinning beside a worker, the two would take turns in scheduler
+  // slices of milliseconds, each a GPU wait.
+  if (CPU_COUNT(&mine) == 0)
+    for (int c = 0; c < first && c < CPU_SETSIZE; ++c) CPU_SET(c, &mine);
   set_ = pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &mine) == 0;
   if (set_ && g.isolate_workers()) {  // back to the old cores, but the workers' stay excluded
     cpu_set_t back = *old;

@@ -38,6 +38,13 @@ WorkerPool::~WorkerPool() {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   restore_others();
+  if (caller_.tid != 0) {  // the caller back on its own cores, unless it moved itself since
+    cpu_set_t now;
+    if (sched_getaffinity(caller_.tid, sizeof now, &now) == 0 &&
+        std::memcmp(&now, caller_.after.data(), sizeof now) == 0)
+      sched_setaffinity(caller_.tid, sizeof now,
+                        reinterpret_cast<const cpu_set_t*>(caller_.before.data()));
+  }
 }
 
 void WorkerPool::keep_others_off() {
@@ -80,8 +87,20 @@ void WorkerPool::restore_others() {
 
 void WorkerPool::run(const std::function<void(int)>& fn) {
   if (!caller_joined_) {
-    if (!cores_.empty()) pin_current_thread(cores_[0]);
-    tids_[0].store(int(syscall(SYS_gettid)), std::memory_order_release);
+    const int tid = int(syscall(SYS_gettid));
+    cpu_set_t before;
+    if (!cores_.empty() && sched_getaffinity(0, sizeof before, &before) == 0 &&
+        pin_current_thread(cores_[0])) {
+      caller_.tid = tid;
+      caller_.before.assign(reinterpret_cast<unsigned char*>(&before),
+                            reinterpret_cast<unsigned char*>(&before) + sizeof before);
+      cpu_set_t after;
+      CPU_ZERO(&after);
+      CPU_SET(cores_[0], &after);
+      caller_.after.assign(reinterpret_cast<unsigned char*>(&after),
+                           reinterpret_cast<unsigned char*>(&after) + sizeof after);
+    }
+    tids_[0].store(tid, std::memory_order_release);
     caller_joined_ = true;
     if (isolate_ && !cores_.empty()) {
       // the workers pin themselves first (a thread allowed on pool cores only is left alone)

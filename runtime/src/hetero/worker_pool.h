@@ -61,10 +61,14 @@ class WorkerPool {
   int spin_us_ = 200;
   bool isolate_ = false;
   struct Moved {
-    int tid;
+    int tid = 0;
     std::vector<unsigned char> before, after;  // cpu_set_t bytes
   };
   std::vector<Moved> moved_;
+  // The caller's cores before the pool pinned it, given back when the pool goes: a caller that
+  // outlives the pool (a benchmark's thread, then the thread feeding the GPU) must not stay on a
+  // worker core, where it would take turns with the next pool's spinning workers.
+  Moved caller_;
 };
 
 // Pins the calling thread to one CPU; returns false when the OS refuses.
