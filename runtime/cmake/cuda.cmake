@@ -59,6 +59,7 @@ if(HCI_GPU_ENABLED)
     src/gpu/gemm.cu
     src/gpu/kernels.cu
     src/gpu/comp_kernels.cu
+    src/gpu/lowrank.cu
   )
   string(REPLACE ";" " " HCI_ARCH_LIST "${CMAKE_CUDA_ARCHITECTURES}")
   target_include_directories(hcinfer_gpu PUBLIC include src src/gpu ${HCI_CUBLAS_INCLUDES})

@@ -112,6 +112,69 @@ TEST(float_gemv_matches_reference) {
   set_gemv_variants(0, 0);
 }
 
+// GPU placement's decode low-rank kernels against a float64 reference: three branches sharing an
+// input (q/k/v-like, ranks 16/32/128) and one (o-like), t = A·x then y += B·t into columns of y
+// that the backbone had already written (the add must keep them).
+TEST(lowrank_matches_reference) {
+  for (DType t : {DType::F16, DType::BF16})
+    for (int nb : {1, 3, 16})
+      for (int branches : {1, 3}) {
+        const int d_in = 1032, ldx = 1040;
+        const int rp[3] = {16, 32, 128}, dout[3] = {96, 40, 40};
+        LowRankSet s;
+        std::vector<DeviceBuffer> bufs;
+        std::vector<std::vector<float>> Af, Bf;
+        int width = 0;
+        for (int c = 0; c < branches; ++c) {
+          auto a = randn(size_t(rp[c]) * d_in, 0.05f), b = randn(size_t(dout[c]) * rp[c], 0.05f);
+          bufs.push_back(up(round16(a, t)));
+          bufs.push_back(up(round16(b, t)));
+          Af.push_back(a);
+          Bf.push_back(b);
+          s.a[c] = bufs[bufs.size() - 2].get();
+          s.b[c] = bufs.back().get();
+          s.rank_pad[c] = rp[c];
+          s.d_out[c] = dout[c];
+          s.out_col[c] = width;
+          width += dout[c];
+        }
+        s.n = branches;
+        CHECK(lowrank_decode_supported(s, d_in, nb));
+        const int ldy = width + 8;
+        auto x = randn(size_t(nb) * ldx);
+        auto xb = round16(x, t);
+        auto y0 = randn(size_t(nb) * ldy);
+        std::vector<double> ref(y0.begin(), y0.end());
+        int R = 0;
+        for (int c = 0; c < branches; ++c) R += rp[c];
+        for (int b = 0; b < nb; ++b)
+          for (int c = 0; c < branches; ++c) {
+            std::vector<double> tt(size_t(rp[c]), 0.0);
+            for (int r = 0; r < rp[c]; ++r)
+              for (int k = 0; k < d_in; ++k)
+                tt[size_t(r)] += double(Af[size_t(c)][size_t(r) * d_in + k]) * x[size_t(b) * ldx + k];
+            for (int i = 0; i < dout[c]; ++i) {
+              double acc = 0;
+              for (int r = 0; r < rp[c]; ++r)
+                acc += double(Bf[size_t(c)][size_t(i) * rp[c] + r]) * tt[size_t(r)];
+              ref[size_t(b) * ldy + s.out_col[c] + i] += acc;
+            }
+          }
+        DeviceBuffer X = up(xb), Y = up(y0), T = poisoned(size_t(nb) * R);
+        lowrank_project(t, s, d_in, X.get(), ldx, nb, T.as<float>(), nullptr);
+        lowrank_expand(t, s, T.as<float>(), nb, Y.as<float>(), ldy, nullptr);
+        const double e = rel_err(down<float>(Y, ref.size()), ref);
+        if (!(e < 1e-5))
+          std::printf("  %s nb %d branches %d: rel err %.2e\n", dtype_name(t), nb, branches, e);
+        CHECK(e < 1e-5);
+      }
+  LowRankSet big;
+  big.n = 1;
+  big.rank_pad[0] = 1024;
+  big.d_out[0] = 8;
+  CHECK(!lowrank_decode_supported(big, 64, 16));  // t would not fit shared memory
+}
+
 TEST(packing_round_trips) {
   for (int bits : {2, 3, 4, 8}) {
     PackedShape s{5, 192, bits, 64};

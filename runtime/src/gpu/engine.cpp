@@ -812,7 +812,25 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
       }
     }
   }
-  if (comps)
+  if (!comps) return normed;
+  // Decode rows: every branch of the op in two kernels of our own (t = A·x, then y += B·t).
+  LowRankSet lr;
+  for (const CompSpec& c : op.comps) {
+    if (lr.n == 4) break;
+    lr.a[lr.n] = base + c.a_off;
+    lr.b[lr.n] = base + c.b_off;
+    lr.rank_pad[lr.n] = c.rank_pad;
+    lr.d_out[lr.n] = c.d_out;
+    lr.out_col[lr.n] = c.out_col;
+    ++lr.n;
+  }
+  if (lr.n == int(op.comps.size()) && dt_ != DType::F32 && decode_active_ &&
+      int64_t(lr.n) * max_rank_pad_ * n <= int64_t(rows_) * max_rank_pad_ &&
+      lowrank_decode_supported(lr, op.d_in, n)) {
+    lowrank_project(dt_, lr, op.d_in, in, ld_in, n, ct32_.as<float>(), stream_);
+    lowrank_expand(dt_, lr, ct32_.as<float>(), n, y, ld_out, stream_);
+    return normed;
+  }
   for (const CompSpec& c : op.comps) {
     matmul(dt_, base + c.a_off, c.rank_pad, op.d_in, in, ld_in, n, ct32_.as<float>(), c.rank_pad,
            false);

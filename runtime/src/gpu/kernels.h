@@ -43,6 +43,26 @@ struct NormIn {
 void gemv(DType t, const void* W, int d_out, int d_in, const void* x, int ldx, int nb, float* y,
           int ldy, bool accumulate, cudaStream_t s, const NormEpilogue* norm = nullptr);
 
+// Low-rank branches y += B·(A·x) sharing one input (GPU placement, decode rows): up to 4 (q/k/v,
+// gate/up). A_c [rank_pad_c, d_in], B_c [d_out_c, rank_pad_c], dtype of the float weights.
+struct LowRankSet {
+  int n = 0;
+  const void* a[4] = {nullptr, nullptr, nullptr, nullptr};
+  const void* b[4] = {nullptr, nullptr, nullptr, nullptr};
+  int rank_pad[4] = {0, 0, 0, 0};  // multiples of 8
+  int d_out[4] = {0, 0, 0, 0};
+  int out_col[4] = {0, 0, 0, 0};   // where branch c adds into y's rows
+};
+constexpr int kLowRankSmemBytes = 48 * 1024;  // t [nb, Σ rank_pad] floats staged per block
+// Whether the two kernels below take this set (1..16 rows, t within shared memory).
+bool lowrank_decode_supported(const LowRankSet& s, int d_in, int nb);
+// t [nb, Σ_c rank_pad_c] float = A_c · x[b] per branch (branch c at column Σ_{c'<c} rank_pad_c').
+void lowrank_project(DType t, const LowRankSet& s, int d_in, const void* x, int ldx, int nb,
+                     float* tbuf, cudaStream_t st);
+// y[b, out_col_c + i] += B_c[i, :] · t[b, branch c].
+void lowrank_expand(DType t, const LowRankSet& s, const float* tbuf, int nb, float* y, int ldy,
+                    cudaStream_t st);
+
 // A packed quantized matrix on the device (layout: pack.h).
 struct PackedView {
   const uint8_t* lo = nullptr;   // [d_out, lo_row_bytes]

@@ -1,0 +1,167 @@
+// Low-rank compensation on the device for decode rows (GPU placement): y += B·(A·x) for up to
+// four branches that share one input (q/k/v, gate/up), in two kernels instead of three cuBLAS
+// calls and a conversion per branch. Shapes:
+//   x [nb, ldx] dtype T, A_c [rank_pad_c, d_in] T, B_c [d_out_c, rank_pad_c] T (rows 16-byte
+//   aligned: d_in and rank_pad multiples of 8), t [nb, R] float with R = Σ_c rank_pad_c (branch c
+//   at column Σ_{c'<c} rank_pad_c'), y [nb, ldy] float, branch c adding into columns
+//   [out_col_c, out_col_c + d_out_c).
+// The CPU reference: tests/test_gpu_kernels.cpp (lowrank_matches_reference).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <string>
+
+#include "device_util.cuh"
+#include "kernels.h"
+#include "launch.cuh"
+
+namespace hci::gpu {
+
+namespace {
+
+__device__ __forceinline__ void unpack8(const uint4& v, float f[8], __half) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+__device__ __forceinline__ void unpack8(const uint4& v, float f[8], __nv_bfloat16) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+constexpr int kProjWarps = 8;  // rows of A per block (a warp each)
+
+// t[b, r] = A[r, :] · x[b, :] over the concatenated rows r of every branch; grid ⌈R / 8⌉.
+template <typename T>
+__global__ void __launch_bounds__(kProjWarps * 32)
+    project_kernel(LowRankSet s, int d_in, const T* __restrict__ x, int ldx, int nb,
+                   float* __restrict__ t) {
+  pdl_trigger();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  int r = blockIdx.x * kProjWarps + warp;
+  int R = 0;
+  for (int c = 0; c < s.n; ++c) R += s.rank_pad[c];
+  if (r >= R) {
+    pdl_wait();
+    return;
+  }
+  const int row = r;
+  int c = 0;
+  while (r >= s.rank_pad[c]) r -= s.rank_pad[c++];
+  const uint4* a = reinterpret_cast<const uint4*>(static_cast<const T*>(s.a[c]) + int64_t(r) * d_in);
+  const int vecs = d_in / 8;
+  pdl_wait();  // x is the previous kernel's output
+  for (int b = 0; b < nb; ++b) {
+    const uint4* xv = reinterpret_cast<const uint4*>(x + int64_t(b) * ldx);
+    float acc = 0.f;
+    for (int v = lane; v < vecs; v += 32) {
+      float fa[8], fx[8];
+      unpack8(__ldg(a + v), fa, T());
+      unpack8(xv[v], fx, T());
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc = fmaf(fa[i], fx[i], acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) t[int64_t(b) * R + row] = acc;
+  }
+}
+
+constexpr int kExpandThreads = 256;  // output rows per block (a thread each)
+
+// y[b, out_col_c + i] += B_c[i, :] · t[b, branch c]; grid ⌈Σ d_out / 256⌉; t staged in shared
+// memory ([nb, R] floats, dynamic).
+template <typename T>
+__global__ void __launch_bounds__(kExpandThreads)
+    expand_kernel(LowRankSet s, const float* __restrict__ t, int nb, float* __restrict__ y,
+                  int ldy) {
+  extern __shared__ float ts[];
+  pdl_trigger();
+  int R = 0, rows = 0;
+  for (int c = 0; c < s.n; ++c) {
+    R += s.rank_pad[c];
+    rows += s.d_out[c];
+  }
+  int i = blockIdx.x * kExpandThreads + threadIdx.x;
+  int c = 0, col0 = 0;
+  if (i < rows)
+    while (i >= s.d_out[c]) {
+      i -= s.d_out[c];
+      col0 += s.rank_pad[c];
+      ++c;
+    }
+  pdl_wait();  // t (the projection) and y (the backbone product) are complete
+  for (int k = threadIdx.x; k < nb * R; k += kExpandThreads) ts[k] = t[k];
+  __syncthreads();
+  if (blockIdx.x * kExpandThreads + threadIdx.x >= rows) return;
+  const int rp = s.rank_pad[c];
+  const uint4* bv = reinterpret_cast<const uint4*>(static_cast<const T*>(s.b[c]) + int64_t(i) * rp);
+  for (int b = 0; b < nb; ++b) {
+    const float* tb = ts + b * R + col0;
+    float acc = 0.f;
+    for (int v = 0; v < rp / 8; ++v) {
+      float fb[8];
+      unpack8(__ldg(bv + v), fb, T());
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc = fmaf(fb[j], tb[v * 8 + j], acc);
+    }
+    y[int64_t(b) * ldy + s.out_col[c] + i] += acc;
+  }
+}
+
+int total_rank(const LowRankSet& s) {
+  int R = 0;
+  for (int c = 0; c < s.n; ++c) R += s.rank_pad[c];
+  return R;
+}
+
+}  // namespace
+
+bool lowrank_decode_supported(const LowRankSet& s, int d_in, int nb) {
+  if (s.n < 1 || s.n > 4 || nb < 1 || nb > 16 || d_in % 8 != 0) return false;
+  for (int c = 0; c < s.n; ++c)
+    if (s.rank_pad[c] < 8 || s.rank_pad[c] % 8 != 0 || s.d_out[c] < 1) return false;
+  return int64_t(nb) * total_rank(s) * 4 <= kLowRankSmemBytes;
+}
+
+void lowrank_project(DType t, const LowRankSet& s, int d_in, const void* x, int ldx, int nb,
+                     float* tbuf, cudaStream_t st) {
+  if (!lowrank_decode_supported(s, d_in, nb))
+    fail(HCI_ERR_INTERNAL, "lowrank_project: unsupported shape (d_in " + std::to_string(d_in) +
+                               ", rows " + std::to_string(nb) + ")");
+  const dim3 grid((total_rank(s) + kProjWarps - 1) / kProjWarps), block(kProjWarps * 32);
+  if (t == DType::BF16)
+    launch_k("lowrank_project", project_kernel<__nv_bfloat16>, grid, block, 0, st, s, d_in,
+             static_cast<const __nv_bfloat16*>(x), ldx, nb, tbuf);
+  else if (t == DType::F16)
+    launch_k("lowrank_project", project_kernel<__half>, grid, block, 0, st, s, d_in,
+             static_cast<const __half*>(x), ldx, nb, tbuf);
+  else
+    fail(HCI_ERR_INTERNAL, "lowrank_project: fp16 or bf16 factors only");
+}
+
+void lowrank_expand(DType t, const LowRankSet& s, const float* tbuf, int nb, float* y, int ldy,
+                    cudaStream_t st) {
+  int rows = 0;
+  for (int c = 0; c < s.n; ++c) rows += s.d_out[c];
+  const dim3 grid((rows + kExpandThreads - 1) / kExpandThreads), block(kExpandThreads);
+  const size_t smem = size_t(nb) * size_t(total_rank(s)) * 4;
+  if (t == DType::BF16)
+    launch_k("lowrank_expand", expand_kernel<__nv_bfloat16>, grid, block, smem, st, s, tbuf, nb,
+             y, ldy);
+  else if (t == DType::F16)
+    launch_k("lowrank_expand", expand_kernel<__half>, grid, block, smem, st, s, tbuf, nb, y, ldy);
+  else
+    fail(HCI_ERR_INTERNAL, "lowrank_expand: fp16 or bf16 factors only");
+}
+
+}  // namespace hci::gpu
