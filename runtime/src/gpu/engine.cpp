@@ -785,7 +785,29 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
                       const NormIn* norm_in) {
   float* y = out + op.out_col;
   const bool comps = gpu_comp_now_ && !op.comps.empty();
-  if (comps || op.out_col != 0) norm = nullptr;  // the norm must see the final rows
+  // Decode rows: the op's low-rank branches in two kernels of our own (t = A·x for all of them,
+  // then y += B·t). Into an accumulated output (the residual after o and down) they go first, so
+  // the backbone product still ends with the fused RMSNorm of the final rows.
+  LowRankSet lr;
+  bool own_lowrank = false;
+  if (comps && decode_active_ && dt_ != DType::F32 && op.comps.size() <= 4) {
+    for (const CompSpec& c : op.comps) {
+      lr.a[lr.n] = base + c.a_off;
+      lr.b[lr.n] = base + c.b_off;
+      lr.rank_pad[lr.n] = c.rank_pad;
+      lr.d_out[lr.n] = c.d_out;
+      lr.out_col[lr.n] = c.out_col;
+      ++lr.n;
+    }
+    own_lowrank = int64_t(lr.n) * max_rank_pad_ * n <= int64_t(rows_) * max_rank_pad_ &&
+                  lowrank_decode_supported(lr, op.d_in, n);
+  }
+  const bool lowrank_first = own_lowrank && acc;
+  if (lowrank_first) {
+    lowrank_project(dt_, lr, op.d_in, in, ld_in, n, ct32_.as<float>(), stream_);
+    lowrank_expand(dt_, lr, ct32_.as<float>(), n, y, ld_out, stream_);
+  }
+  if ((comps && !lowrank_first) || op.out_col != 0) norm = nullptr;  // it must see the final rows
   bool normed = false;
   if (op.bits == 0) {
     if (norm && n <= (use_cublas_ ? kGemvFloatRows : kGemvMaxRows)) {
@@ -812,21 +834,8 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
       }
     }
   }
-  if (!comps) return normed;
-  // Decode rows: every branch of the op in two kernels of our own (t = A·x, then y += B·t).
-  LowRankSet lr;
-  for (const CompSpec& c : op.comps) {
-    if (lr.n == 4) break;
-    lr.a[lr.n] = base + c.a_off;
-    lr.b[lr.n] = base + c.b_off;
-    lr.rank_pad[lr.n] = c.rank_pad;
-    lr.d_out[lr.n] = c.d_out;
-    lr.out_col[lr.n] = c.out_col;
-    ++lr.n;
-  }
-  if (lr.n == int(op.comps.size()) && dt_ != DType::F32 && decode_active_ &&
-      int64_t(lr.n) * max_rank_pad_ * n <= int64_t(rows_) * max_rank_pad_ &&
-      lowrank_decode_supported(lr, op.d_in, n)) {
+  if (!comps || lowrank_first) return normed;
+  if (own_lowrank) {
     lowrank_project(dt_, lr, op.d_in, in, ld_in, n, ct32_.as<float>(), stream_);
     lowrank_expand(dt_, lr, ct32_.as<float>(), n, y, ld_out, stream_);
     return normed;

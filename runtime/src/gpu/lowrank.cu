@@ -39,40 +39,47 @@ __device__ __forceinline__ void unpack8(const uint4& v, float f[8], __nv_bfloat1
   }
 }
 
-constexpr int kProjWarps = 8;  // rows of A per block (a warp each)
+constexpr int kProjThreads = 256;  // one block per row of A
+constexpr int kProjPer = 8;        // 16-byte vectors of the row per thread: d_in <= 16384
 
-// t[b, r] = A[r, :] · x[b, :] over the concatenated rows r of every branch; grid ⌈R / 8⌉.
+// t[b, r] = A[r, :] · x[b, :] over the concatenated rows r of every branch; grid R, one block per
+// row: the row's loads are all issued before the wait for x (a warp per row would leave each
+// lane a chain of dependent loads).
 template <typename T>
-__global__ void __launch_bounds__(kProjWarps * 32)
+__global__ void __launch_bounds__(kProjThreads)
     project_kernel(LowRankSet s, int d_in, const T* __restrict__ x, int ldx, int nb,
                    float* __restrict__ t) {
+  __shared__ float sh[32];
   pdl_trigger();
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  int r = blockIdx.x * kProjWarps + warp;
   int R = 0;
   for (int c = 0; c < s.n; ++c) R += s.rank_pad[c];
-  if (r >= R) {
-    pdl_wait();
-    return;
-  }
-  const int row = r;
-  int c = 0;
+  const int row = blockIdx.x;
+  int r = row, c = 0;
   while (r >= s.rank_pad[c]) r -= s.rank_pad[c++];
   const uint4* a = reinterpret_cast<const uint4*>(static_cast<const T*>(s.a[c]) + int64_t(r) * d_in);
   const int vecs = d_in / 8;
+  uint4 av[kProjPer];
+#pragma unroll
+  for (int i = 0; i < kProjPer; ++i) {
+    const int v = threadIdx.x + i * kProjThreads;
+    av[i] = v < vecs ? __ldg(a + v) : make_uint4(0, 0, 0, 0);
+  }
   pdl_wait();  // x is the previous kernel's output
   for (int b = 0; b < nb; ++b) {
     const uint4* xv = reinterpret_cast<const uint4*>(x + int64_t(b) * ldx);
     float acc = 0.f;
-    for (int v = lane; v < vecs; v += 32) {
+#pragma unroll
+    for (int i = 0; i < kProjPer; ++i) {
+      const int v = threadIdx.x + i * kProjThreads;
+      if (v >= vecs) break;
       float fa[8], fx[8];
-      unpack8(__ldg(a + v), fa, T());
+      unpack8(av[i], fa, T());
       unpack8(xv[v], fx, T());
 #pragma unroll
-      for (int i = 0; i < 8; ++i) acc = fmaf(fa[i], fx[i], acc);
+      for (int j = 0; j < 8; ++j) acc = fmaf(fa[j], fx[j], acc);
     }
-    acc = warp_sum(acc);
-    if (lane == 0) t[int64_t(b) * R + row] = acc;
+    acc = block_sum(acc, sh);
+    if (threadIdx.x == 0) t[int64_t(b) * R + row] = acc;
   }
 }
 
@@ -105,16 +112,32 @@ __global__ void __launch_bounds__(kExpandThreads)
   if (blockIdx.x * kExpandThreads + threadIdx.x >= rows) return;
   const int rp = s.rank_pad[c];
   const uint4* bv = reinterpret_cast<const uint4*>(static_cast<const T*>(s.b[c]) + int64_t(i) * rp);
-  for (int b = 0; b < nb; ++b) {
-    const float* tb = ts + b * R + col0;
-    float acc = 0.f;
-    for (int v = 0; v < rp / 8; ++v) {
-      float fb[8];
-      unpack8(__ldg(bv + v), fb, T());
+  float acc[16];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc = fmaf(fb[j], tb[v * 8 + j], acc);
+  for (int b = 0; b < 16; ++b) acc[b] = 0.f;
+  // four loads in flight, then their products with every row's t
+  for (int v0 = 0; v0 < rp / 8; v0 += 4) {
+    uint4 w[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) w[u] = v0 + u < rp / 8 ? __ldg(bv + v0 + u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      if (v0 + u >= rp / 8) break;
+      float fb[8];
+      unpack8(w[u], fb, T());
+#pragma unroll
+      for (int b = 0; b < 16; ++b) {
+        if (b >= nb) break;
+        const float* tb = ts + b * R + col0 + (v0 + u) * 8;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[b] = fmaf(fb[j], tb[j], acc[b]);
+      }
     }
-    y[int64_t(b) * ldy + s.out_col[c] + i] += acc;
+  }
+#pragma unroll
+  for (int b = 0; b < 16; ++b) {
+    if (b >= nb) break;
+    y[int64_t(b) * ldy + s.out_col[c] + i] += acc[b];
   }
 }
 
@@ -128,6 +151,7 @@ int total_rank(const LowRankSet& s) {
 
 bool lowrank_decode_supported(const LowRankSet& s, int d_in, int nb) {
   if (s.n < 1 || s.n > 4 || nb < 1 || nb > 16 || d_in % 8 != 0) return false;
+  if (d_in > 8 * kProjThreads * kProjPer) return false;
   for (int c = 0; c < s.n; ++c)
     if (s.rank_pad[c] < 8 || s.rank_pad[c] % 8 != 0 || s.d_out[c] < 1) return false;
   return int64_t(nb) * total_rank(s) * 4 <= kLowRankSmemBytes;
@@ -138,7 +162,7 @@ void lowrank_project(DType t, const LowRankSet& s, int d_in, const void* x, int 
   if (!lowrank_decode_supported(s, d_in, nb))
     fail(HCI_ERR_INTERNAL, "lowrank_project: unsupported shape (d_in " + std::to_string(d_in) +
                                ", rows " + std::to_string(nb) + ")");
-  const dim3 grid((total_rank(s) + kProjWarps - 1) / kProjWarps), block(kProjWarps * 32);
+  const dim3 grid(total_rank(s)), block(kProjThreads);
   if (t == DType::BF16)
     launch_k("lowrank_project", project_kernel<__nv_bfloat16>, grid, block, 0, st, s, d_in,
              static_cast<const __nv_bfloat16*>(x), ldx, nb, tbuf);
