@@ -113,14 +113,18 @@ TEST(float_gemv_matches_reference) {
 }
 
 // GPU placement's decode low-rank kernels against a float64 reference: three branches sharing an
-// input (q/k/v-like, ranks 16/32/128) and one (o-like), t = A·x then y += B·t into columns of y
-// that the backbone had already written (the add must keep them).
+// input (q/k/v-like, ranks 16/32/128) and single ones (ranks 16 and 512), t = A·x then y += B·t
+// into columns of y that the backbone had already written (the add must keep them).
 TEST(lowrank_matches_reference) {
   for (DType t : {DType::F16, DType::BF16})
     for (int nb : {1, 3, 16})
-      for (int branches : {1, 3}) {
+      for (int variant : {0, 1, 2}) {
+        // one branch of rank 16; three of ranks 16/32/128; one of rank 512 (rows longer than
+        // one pass of the expand kernel's threads)
+        const int branches = variant == 1 ? 3 : 1;
         const int d_in = 1032, ldx = 1040;
-        const int rp[3] = {16, 32, 128}, dout[3] = {96, 40, 40};
+        int rp[3] = {16, 32, 128}, dout[3] = {96, 40, 40};
+        if (variant == 2) rp[0] = 512;
         LowRankSet s;
         std::vector<DeviceBuffer> bufs;
         std::vector<std::vector<float>> Af, Bf;
@@ -165,7 +169,7 @@ TEST(lowrank_matches_reference) {
         lowrank_expand(t, s, T.as<float>(), nb, Y.as<float>(), ldy, nullptr);
         const double e = rel_err(down<float>(Y, ref.size()), ref);
         if (!(e < 1e-5))
-          std::printf("  %s nb %d branches %d: rel err %.2e\n", dtype_name(t), nb, branches, e);
+          std::printf("  %s nb %d variant %d: rel err %.2e\n", dtype_name(t), nb, variant, e);
         CHECK(e < 1e-5);
       }
   LowRankSet big;

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <string>
 
 #include "device_util.cuh"
@@ -83,11 +84,12 @@ __global__ void __launch_bounds__(kProjThreads)
   }
 }
 
-constexpr int kExpandThreads = 256;  // output rows per block (a thread each)
+constexpr int kExpandThreads = 256;
 
-// y[b, out_col_c + i] += B_c[i, :] · t[b, branch c]; grid ⌈Σ d_out / 256⌉; t staged in shared
-// memory ([nb, R] floats, dynamic).
-template <typename T>
+// y[b, out_col_c + i] += B_c[i, :] · t[b, branch c]; TPR threads per output row (each up to
+// four 16-byte vectors of the row, then a shuffle sum), 256 / TPR rows per block; t staged in
+// shared memory ([nb, R] floats, dynamic).
+template <typename T, int TPR>
 __global__ void __launch_bounds__(kExpandThreads)
     expand_kernel(LowRankSet s, const float* __restrict__ t, int nb, float* __restrict__ y,
                   int ldy) {
@@ -98,37 +100,48 @@ __global__ void __launch_bounds__(kExpandThreads)
     R += s.rank_pad[c];
     rows += s.d_out[c];
   }
-  int i = blockIdx.x * kExpandThreads + threadIdx.x;
-  int c = 0, col0 = 0;
-  if (i < rows)
+  const int sub = threadIdx.x % TPR;
+  const int grow = blockIdx.x * (kExpandThreads / TPR) + threadIdx.x / TPR;
+  int i = grow, c = 0, col0 = 0;
+  if (grow < rows)
     while (i >= s.d_out[c]) {
       i -= s.d_out[c];
       col0 += s.rank_pad[c];
       ++c;
     }
+  // this thread's vectors of the row: sub, sub + TPR, ... (rank_pad / 8 of them in all)
+  const int rp = grow < rows ? s.rank_pad[c] : 0;
+  const uint4* bv = reinterpret_cast<const uint4*>(static_cast<const T*>(s.b[c]) + int64_t(i) * rp);
+  uint4 w[4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    const int v = sub + u * TPR;
+    w[u] = v < rp / 8 ? __ldg(bv + v) : make_uint4(0, 0, 0, 0);
+  }
   pdl_wait();  // t (the projection) and y (the backbone product) are complete
   for (int k = threadIdx.x; k < nb * R; k += kExpandThreads) ts[k] = t[k];
   __syncthreads();
-  if (blockIdx.x * kExpandThreads + threadIdx.x >= rows) return;
-  const int rp = s.rank_pad[c];
-  const uint4* bv = reinterpret_cast<const uint4*>(static_cast<const T*>(s.b[c]) + int64_t(i) * rp);
   float acc[16];
 #pragma unroll
   for (int b = 0; b < 16; ++b) acc[b] = 0.f;
-  // four loads in flight, then their products with every row's t
-  for (int v0 = 0; v0 < rp / 8; v0 += 4) {
-    uint4 w[4];
+  for (int v0 = 0; v0 < rp / 8; v0 += 4 * TPR) {
+    if (v0 > 0) {  // rows longer than four vectors per thread
 #pragma unroll
-    for (int u = 0; u < 4; ++u) w[u] = v0 + u < rp / 8 ? __ldg(bv + v0 + u) : make_uint4(0, 0, 0, 0);
+      for (int u = 0; u < 4; ++u) {
+        const int v = v0 + sub + u * TPR;
+        w[u] = v < rp / 8 ? __ldg(bv + v) : make_uint4(0, 0, 0, 0);
+      }
+    }
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
-      if (v0 + u >= rp / 8) break;
+      const int v = v0 + sub + u * TPR;
+      if (v >= rp / 8) break;
       float fb[8];
       unpack8(w[u], fb, T());
 #pragma unroll
       for (int b = 0; b < 16; ++b) {
         if (b >= nb) break;
-        const float* tb = ts + b * R + col0 + (v0 + u) * 8;
+        const float* tb = ts + b * R + col0 + v * 8;
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[b] = fmaf(fb[j], tb[j], acc[b]);
       }
@@ -137,7 +150,10 @@ __global__ void __launch_bounds__(kExpandThreads)
 #pragma unroll
   for (int b = 0; b < 16; ++b) {
     if (b >= nb) break;
-    y[int64_t(b) * ldy + s.out_col[c] + i] += acc[b];
+    float a = acc[b];
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o /= 2) a += __shfl_xor_sync(0xffffffffu, a, o);
+    if (sub == 0 && grow < rows) y[int64_t(b) * ldy + s.out_col[c] + i] += a;
   }
 }
 
@@ -175,17 +191,33 @@ void lowrank_project(DType t, const LowRankSet& s, int d_in, const void* x, int 
 
 void lowrank_expand(DType t, const LowRankSet& s, const float* tbuf, int nb, float* y, int ldy,
                     cudaStream_t st) {
-  int rows = 0;
-  for (int c = 0; c < s.n; ++c) rows += s.d_out[c];
-  const dim3 grid((rows + kExpandThreads - 1) / kExpandThreads), block(kExpandThreads);
+  int rows = 0, rmax = 0;
+  for (int c = 0; c < s.n; ++c) {
+    rows += s.d_out[c];
+    rmax = std::max(rmax, s.rank_pad[c]);
+  }
+  // threads per row: up to 4 vectors (32 values) each at the largest rank, at most 8
+  const int tpr = rmax <= 32 ? 1 : rmax <= 64 ? 2 : rmax <= 128 ? 4 : 8;
+  const dim3 grid((rows + kExpandThreads / tpr - 1) / (kExpandThreads / tpr)), block(kExpandThreads);
   const size_t smem = size_t(nb) * size_t(total_rank(s)) * 4;
-  if (t == DType::BF16)
-    launch_k("lowrank_expand", expand_kernel<__nv_bfloat16>, grid, block, smem, st, s, tbuf, nb,
-             y, ldy);
-  else if (t == DType::F16)
-    launch_k("lowrank_expand", expand_kernel<__half>, grid, block, smem, st, s, tbuf, nb, y, ldy);
-  else
+#define HCI_EXPAND(TT, N)                                                                      \
+  launch_k("lowrank_expand", expand_kernel<TT, N>, grid, block, smem, st, s, tbuf, nb, y, ldy)
+#define HCI_EXPAND_T(TT)                                                                       \
+  switch (tpr) {                                                                               \
+    case 1: HCI_EXPAND(TT, 1); break;                                                          \
+    case 2: HCI_EXPAND(TT, 2); break;                                                          \
+    case 4: HCI_EXPAND(TT, 4); break;                                                          \
+    default: HCI_EXPAND(TT, 8); break;                                                         \
+  }
+  if (t == DType::BF16) {
+    HCI_EXPAND_T(__nv_bfloat16)
+  } else if (t == DType::F16) {
+    HCI_EXPAND_T(__half)
+  } else {
     fail(HCI_ERR_INTERNAL, "lowrank_expand: fp16 or bf16 factors only");
+  }
+#undef HCI_EXPAND_T
+#undef HCI_EXPAND
 }
 
 }  // namespace hci::gpu
