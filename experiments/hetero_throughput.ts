@@ -81,7 +81,7 @@ export const HeteroRunSchema = z.strictObject({
   rankController: z.array(z.boolean()).min(1).default([false]),
   /**
    * With the controller: decode steps may be this many percent slower than the backbone's own
-   * (0 = the library's default, 5; -1 = every point stays on, only ranks change).
+   * (0 = the library's default, 3; -1 = every point stays on, only ranks change).
    */
   controllerSlowdownPct: z.int().min(-1).max(1000).default(0),
   /** CPU placements: storage of the host factors. */
@@ -145,7 +145,7 @@ export interface HeteroPoint {
   prefillComp: "cpu" | "gpu" | null;
   /** cpu-async only; false elsewhere. */
   rankController: boolean;
-  /** With the controller and a budget other than the library's default (absent: 5%). */
+  /** With the controller and a budget other than the library's default (absent: 3%). */
   controllerSlowdownPct?: number;
   promptLen: number;
   newTokens: number;

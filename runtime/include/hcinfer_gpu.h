@@ -177,7 +177,7 @@ typedef struct hci_gpu_params {
                           // ranks every step)
   int32_t controller_slowdown_pct; // rank controller: decode steps may be this many percent
                           // slower than the backbone's own (measured with every point off);
-                          // 0 = 5, -1 = keep every point on (ranks only) (ABI 4)
+                          // 0 = 3, -1 = keep every point on (ranks only) (ABI 4)
 } hci_gpu_params;
 
 HCI_API hci_gpu_params hci_gpu_default_params(void);

@@ -25,7 +25,7 @@ inline hci_gpu_params default_params() {
   p.factor_dtype = HCI_GPU_FACTOR_BF16;
   p.prefill_comp = HCI_GPU_PREFILL_COMP_CPU;
   p.rank_controller = 0;
-  p.controller_slowdown_pct = 0;  // the controller default (5%)
+  p.controller_slowdown_pct = 0;  // the controller default (3%)
   return p;
 }
 

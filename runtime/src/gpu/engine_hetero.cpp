@@ -169,7 +169,7 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   isolate_workers_ = cfg.isolate;
   cfg.controller = p_.rank_controller != 0;
   cfg.slowdown = p_.controller_slowdown_pct < 0    ? -1.0
-                 : p_.controller_slowdown_pct == 0 ? 0.05
+                 : p_.controller_slowdown_pct == 0 ? 0.03
                                                    : p_.controller_slowdown_pct / 100.0;
   cfg.rows_max = rows_;
   cfg.level = best_simd_level();

@@ -108,7 +108,7 @@ struct CompServerConfig {
   SimdLevel level = SimdLevel::Scalar;
   int64_t slack_ns = 1500;  // controller: GPU waits below this count as none
   double probe = 0.02;      // controller: relative level increase per pass without a wait
-  double slowdown = 0.05;   // controller: decode steps may take (1 + slowdown) × the backbone's
+  double slowdown = 0.03;   // controller: decode steps may take (1 + slowdown) × the backbone's
   double point_cost_ns = 6000;  // controller: first guess of a point's GPU cost (then measured)
   int recalib_passes = 128;     // controller: decode passes between backbone measurements
   bool isolate = false;     // keep the process's other threads off the workers' cores
