@@ -1036,13 +1036,13 @@ export function heteroTables(records: Rec[]): string {
 
 /** Decode tok/s against rank, one line per (model, weights, placement, CPU settings). */
 export function heteroRankFigure(records: Rec[]): NamedFigure {
-  const rs = records.filter((r) =>
-    ok(r) && r.point.batch === 1 && r.point.budgetGiB === null && !r.point.rankController
-  );
+  const rs = records.filter((r) => ok(r) && r.point.batch === 1 && r.point.budgetGiB === null);
   const groups = new Map<string, Rec[]>();
   for (const r of rs.filter((r) => r.point.placement !== "none")) {
     const cpu = cpuVariant(r.point);
+    // controller points at the rank of the factors held (it uses less)
     const k = `${r.point.model} ${weightsLabel(r.point)} ${r.point.placement}` +
+      (r.point.rankController ? ` + controller${controllerLabel(r.point).slice(2)}` : "") +
       (cpu === "-" || cpu === "default threads" ? "" : ` (${cpu})`);
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }

@@ -365,7 +365,7 @@ Deno.test("heteroTables: the three tables, every point, bandwidths and failures"
   assert.ok(empty.startsWith("### Every point\n") && !empty.includes("Batch-1"), empty);
 });
 
-Deno.test("heteroRankFigure: a line per placement over the ranks, none dashed", () => {
+Deno.test("heteroRankFigure: a line per placement (and controller) over the ranks, none dashed", () => {
   const { name, figure } = heteroRankFigure(RECORDS);
   assert.equal(name, "tokens-vs-rank");
   const byName = Object.fromEntries(figure.data.map((t) => [t.name, t]));
@@ -373,6 +373,11 @@ Deno.test("heteroRankFigure: a line per placement over the ranks, none dashed", 
   assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 gpu"].y, [150, 120]);
   assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async"].y, [180, 100]);
   assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async (4 threads)"].x, [128]);
+  // the controller's points are a line of their own (at the rank of the factors held)
+  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async + controller (4 threads)"].y, [
+    190,
+  ]);
+  assert.equal(figure.data.length, 6);
   assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 none"].y, [200, 200]);
   assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 none"].x, [64, 128]);
 });
