@@ -1037,13 +1037,21 @@ export function heteroTables(records: Rec[]): string {
 /** Decode tok/s against rank, one line per (model, weights, placement, CPU settings). */
 export function heteroRankFigure(records: Rec[]): NamedFigure {
   const rs = records.filter((r) => ok(r) && r.point.batch === 1 && r.point.budgetGiB === null);
+  // short trace names (the legend takes the plot's width): the model without "synthetic:", the
+  // weights only where they differ, the CPU settings without the defaults' words
+  const formats = new Set(rs.map((r) => weightsLabel(r.point)));
+  const head = (p: HeteroPoint) =>
+    p.model.replace(/^synthetic:/, "") + (formats.size > 1 ? ` ${weightsLabel(p)}` : "");
   const groups = new Map<string, Rec[]>();
   for (const r of rs.filter((r) => r.point.placement !== "none")) {
-    const cpu = cpuVariant(r.point);
+    const cpu = cpuVariant(r.point).replace(/^default threads(, )?/, "").replace(
+      "prefill comp on GPU",
+      "GPU prefill",
+    );
     // controller points at the rank of the factors held (it uses less)
-    const k = `${r.point.model} ${weightsLabel(r.point)} ${r.point.placement}` +
+    const k = `${head(r.point)} ${r.point.placement}` +
       (r.point.rankController ? ` + controller${controllerLabel(r.point).slice(2)}` : "") +
-      (cpu === "-" || cpu === "default threads" ? "" : ` (${cpu})`);
+      (cpu === "-" || cpu === "" ? "" : ` (${cpu})`);
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const series: Series[] = [];
@@ -1068,7 +1076,7 @@ export function heteroRankFigure(records: Rec[]): NamedFigure {
     if (ranks.length < 1) continue;
     const xs = ranks.length === 1 ? [ranks[0], ranks[0]] : [ranks[0], ranks.at(-1)!];
     series.push({
-      name: `${n.point.model} ${weightsLabel(n.point)} none`,
+      name: `${head(n.point)} none`,
       x: xs,
       y: [n.metrics.decodeTokensPerS, n.metrics.decodeTokensPerS],
       style: { mode: "lines", line: { dash: "dash" } },
@@ -1077,7 +1085,8 @@ export function heteroRankFigure(records: Rec[]): NamedFigure {
   return {
     name: "tokens-vs-rank",
     figure: lineFigure({
-      title: "Batch-1 decode throughput vs compensation rank (dashed: no compensation)",
+      title: "Batch-1 decode throughput vs compensation rank" +
+        (formats.size === 1 ? `, ${[...formats][0]}` : "") + " (dashed: none)",
       xTitle: "rank of every linear's compensation (log scale)",
       yTitle: "decode tokens/s",
       logX: true,

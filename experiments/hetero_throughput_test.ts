@@ -369,17 +369,17 @@ Deno.test("heteroRankFigure: a line per placement (and controller) over the rank
   const { name, figure } = heteroRankFigure(RECORDS);
   assert.equal(name, "tokens-vs-rank");
   const byName = Object.fromEntries(figure.data.map((t) => [t.name, t]));
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 gpu"].x, [64, 128]);
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 gpu"].y, [150, 120]);
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async"].y, [180, 100]);
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async (4 threads)"].x, [128]);
+  assert.deepEqual(byName["llama-2-7b gpu"].x, [64, 128]);
+  assert.deepEqual(byName["llama-2-7b gpu"].y, [150, 120]);
+  assert.deepEqual(byName["llama-2-7b cpu-async"].y, [180, 100]);
+  assert.deepEqual(byName["llama-2-7b cpu-async (4 threads)"].x, [128]);
   // the controller's points are a line of their own (at the rank of the factors held)
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 cpu-async + controller (4 threads)"].y, [
+  assert.deepEqual(byName["llama-2-7b cpu-async + controller (4 threads)"].y, [
     190,
   ]);
   assert.equal(figure.data.length, 6);
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 none"].y, [200, 200]);
-  assert.deepEqual(byName["synthetic:llama-2-7b W4 g128 none"].x, [64, 128]);
+  assert.deepEqual(byName["llama-2-7b none"].y, [200, 200]);
+  assert.deepEqual(byName["llama-2-7b none"].x, [64, 128]);
 });
 
 Deno.test("summarizeRanks: over the linears holding factors, per kind", () => {
