@@ -559,37 +559,53 @@ TEST(cpu_placements_match_gpu_placement) {
   OK(hci_model_set_uniform_rank(fx().model, 8, err, sizeof err));
 }
 
-TEST(rank_controller_runs_on_a_synthetic_model) {
+namespace {
+// W4 synthetic "test" model, rank-64 factors, cpu-async with the controller on one thread at
+// `slowdown_pct`; benchmarks `new_tokens` decode steps twice (after a warm-up) and returns the
+// statistics and the ranks (full, last, mean per linear).
+struct ControllerRun {
+  bool ok = false;
+  hci_gpu_bench_result r{};
+  hci_gpu_comp_stats st{};
+  std::vector<int32_t> full = std::vector<int32_t>(14), last = std::vector<int32_t>(14);
+  std::vector<double> mean = std::vector<double>(14);
+};
+ControllerRun run_controller(int slowdown_pct, int new_tokens) {
+  ControllerRun c;
   hci_gpu_synth_params sp = hci_gpu_synth_default_params();
   sp.bits = 4;
   sp.rank = 64;
   hci_gpu_params p = params();
   p.placement = HCI_GPU_PLACE_CPU_ASYNC;
   p.rank_controller = 1;
-  p.controller_slowdown_pct = -1;  // ranks only: every point stays on
+  p.controller_slowdown_pct = slowdown_pct;
   p.cpu_threads = 1;
   hci_gpu_model* g = nullptr;
   OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
-  if (!g) return;
+  if (!g) return c;
   hci_gpu_bench_params bp = hci_gpu_bench_default_params();
   bp.prompt_len = 16;
-  bp.new_tokens = 64;
+  bp.new_tokens = new_tokens;
   bp.repeats = 2;
-  hci_gpu_bench_result r{};
-  OK(hci_gpu_bench_decode(g, &bp, &r, err, sizeof err));
-  hci_gpu_comp_stats st{};
-  OK(hci_gpu_get_comp_stats(g, &st, err, sizeof err));
-  std::vector<int32_t> full(14), last(14);
-  std::vector<double> mean(14);
-  OK(hci_gpu_get_comp_ranks(g, full.data(), last.data(), mean.data(), 14, err, sizeof err));
+  OK(hci_gpu_bench_decode(g, &bp, &c.r, err, sizeof err));
+  OK(hci_gpu_get_comp_stats(g, &c.st, err, sizeof err));
+  OK(hci_gpu_get_comp_ranks(g, c.full.data(), c.last.data(), c.mean.data(), 14, err, sizeof err));
+  hci_gpu_model_free(g);
+  c.ok = true;
+  return c;
+}
+}  // namespace
+
+TEST(rank_controller_runs_on_a_synthetic_model) {
+  const ControllerRun c = run_controller(-1, 64);  // ranks only: every point stays on
+  if (!c.ok) return;
   std::printf("  controller, 1 thread: %.0f tok/s, rank fraction %.3f, gpu wait %.3f ms over "
               "%lld steps, q ranks full %d last %d mean %.1f\n",
-              r.decode_tokens_per_s, st.rank_fraction, st.gpu_wait_ms, (long long)st.steps,
-              full[0], last[0], mean[0]);
-  CHECK(st.steps == 128 && st.rank_controller == 1 && r.graph_used == 1);
-  CHECK(st.rank_fraction > 0 && st.rank_fraction <= 1);
-  CHECK(full[0] == 64 && last[0] >= 0 && last[0] <= 64);
-  hci_gpu_model_free(g);
+              c.r.decode_tokens_per_s, c.st.rank_fraction, c.st.gpu_wait_ms,
+              (long long)c.st.steps, c.full[0], c.last[0], c.mean[0]);
+  CHECK(c.st.steps == 128 && c.st.rank_controller == 1 && c.r.graph_used == 1);
+  CHECK(c.st.rank_fraction > 0 && c.st.rank_fraction <= 1);
+  CHECK(c.full[0] == 64 && c.last[0] >= 0 && c.last[0] <= 64);
 }
 
 // A budget of 1% over a tiny model's backbone step (tens of microseconds) fits no point's
@@ -597,35 +613,16 @@ TEST(rank_controller_runs_on_a_synthetic_model) {
 // engine's re-captured decode graph must then hand nothing to the CPU (no bytes either way) while
 // the passes are still counted.
 TEST(rank_controller_keeps_points_off_that_do_not_fit) {
-  hci_gpu_synth_params sp = hci_gpu_synth_default_params();
-  sp.bits = 4;
-  sp.rank = 64;
-  hci_gpu_params p = params();
-  p.placement = HCI_GPU_PLACE_CPU_ASYNC;
-  p.rank_controller = 1;
-  p.controller_slowdown_pct = 1;
-  p.cpu_threads = 1;
-  hci_gpu_model* g = nullptr;
-  OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
-  if (!g) return;
-  hci_gpu_bench_params bp = hci_gpu_bench_default_params();
-  bp.prompt_len = 16;
-  bp.new_tokens = 32;
-  bp.repeats = 2;
-  hci_gpu_bench_result r{};
-  OK(hci_gpu_bench_decode(g, &bp, &r, err, sizeof err));
-  hci_gpu_comp_stats st{};
-  OK(hci_gpu_get_comp_stats(g, &st, err, sizeof err));
-  std::vector<int32_t> full(14), last(14);
-  OK(hci_gpu_get_comp_ranks(g, full.data(), last.data(), nullptr, 14, err, sizeof err));
+  const ControllerRun c = run_controller(1, 32);
+  if (!c.ok) return;
   std::printf("  controller at 1%%: %.0f tok/s, %lld steps, %lld bytes to host, rank fraction "
               "%.3f\n",
-              r.decode_tokens_per_s, (long long)st.steps, (long long)st.bytes_to_host,
-              st.rank_fraction);
-  CHECK(st.steps == 64 && r.graph_used == 1);
-  CHECK(st.bytes_to_host == 0 && st.bytes_to_device == 0 && st.rank_fraction == 0);
-  CHECK(full[0] == 64 && std::all_of(last.begin(), last.end(), [](int32_t v) { return v == 0; }));
-  hci_gpu_model_free(g);
+              c.r.decode_tokens_per_s, (long long)c.st.steps, (long long)c.st.bytes_to_host,
+              c.st.rank_fraction);
+  CHECK(c.st.steps == 64 && c.r.graph_used == 1);
+  CHECK(c.st.bytes_to_host == 0 && c.st.bytes_to_device == 0 && c.st.rank_fraction == 0);
+  CHECK(c.full[0] == 64 &&
+        std::all_of(c.last.begin(), c.last.end(), [](int32_t v) { return v == 0; }));
 }
 
 TEST(bad_arguments) {

@@ -32,24 +32,6 @@ int g_packed_variant = 0;
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }
 __device__ __forceinline__ uint2 ld_stream2(const uint2* p) { return __ldcs(p); }
 
-__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __half) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __nv_bfloat16) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
 
 // After a residual GEMV (Y = x rows of width d): the last block to finish writes the RMSNorm of
 // the nb rows, out[b*d + j] = T(gamma[j] * x[b, j] * rsqrt(mean(x_b^2) + eps)), as the

@@ -148,14 +148,7 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, int ldq, int n_heads,
 
 // Loads 8 consecutive cache values as floats.
 __device__ __forceinline__ void load8(const __half* p, float f[8]) {
-  const uint4 v = *reinterpret_cast<const uint4*>(p);
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
+  to_float8(*reinterpret_cast<const uint4*>(p), f, __half());
 }
 __device__ __forceinline__ void load8(const float* p, float f[8]) {
   const float4 a = *reinterpret_cast<const float4*>(p);

@@ -20,26 +20,6 @@ namespace hci::gpu {
 
 namespace {
 
-__device__ __forceinline__ void unpack8(const uint4& v, float f[8], __half) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-
-__device__ __forceinline__ void unpack8(const uint4& v, float f[8], __nv_bfloat16) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-
 constexpr int kProjThreads = 256;  // one block per row of A
 constexpr int kProjPer = 8;        // 16-byte vectors of the row per thread: d_in <= 16384
 
@@ -74,8 +54,8 @@ __global__ void __launch_bounds__(kProjThreads)
       const int v = threadIdx.x + i * kProjThreads;
       if (v >= vecs) break;
       float fa[8], fx[8];
-      unpack8(av[i], fa, T());
-      unpack8(xv[v], fx, T());
+      to_float8(av[i], fa, T());
+      to_float8(xv[v], fx, T());
 #pragma unroll
       for (int j = 0; j < 8; ++j) acc = fmaf(fa[j], fx[j], acc);
     }
@@ -137,7 +117,7 @@ __global__ void __launch_bounds__(kExpandThreads)
       const int v = v0 + sub + u * TPR;
       if (v >= rp / 8) break;
       float fb[8];
-      unpack8(w[u], fb, T());
+      to_float8(w[u], fb, T());
 #pragma unroll
       for (int b = 0; b < 16; ++b) {
         if (b >= nb) break;
