@@ -179,6 +179,99 @@ TEST(lowrank_matches_reference) {
   CHECK(!lowrank_decode_supported(big, 64, 16));  // t would not fit shared memory
 }
 
+// The fused decode imports (comp_import_then) against a CPU reference, with the CPU's DONE already
+// published: the correction added, then the RMSNorm (rows of 512 and 4096 in one block, 5000 in
+// two, with the cross-block sum) or SiLU gating, and with `next` the hand-off of the result (X in
+// mapped host memory equal to dst, the header, READY).
+TEST(import_then_matches_cpu) {
+  struct Words {  // the mapped host words of the channel
+    uint32_t ready, done, point_rows[2], wait_ns[1], passes;
+    PassStampDev stamps[8];
+  };
+  Words* w = nullptr;
+  float *X = nullptr, *Yh = nullptr;
+  const int max_n = 3, max_d = 5000;
+  HCI_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&w), sizeof(Words), cudaHostAllocMapped));
+  HCI_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&X), size_t(max_n) * max_d * 4,
+                         cudaHostAllocMapped));
+  HCI_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&Yh), size_t(max_n) * 2 * max_d * 4,
+                         cudaHostAllocMapped));
+  DeviceBuffer ints = up(std::vector<int32_t>(64, 0));
+  auto dev = [](void* h) {
+    void* d = nullptr;
+    HCI_CUDA(cudaHostGetDevicePointer(&d, h, 0));
+    return d;
+  };
+  Words* wd = static_cast<Words*>(dev(w));
+  CompChannelDev ch;
+  ch.x = static_cast<float*>(dev(X));
+  ch.y = static_cast<float*>(dev(Yh));
+  ch.ready = &wd->ready;
+  ch.done = &wd->done;
+  ch.point_rows = wd->point_rows;
+  ch.wait_ns = wd->wait_ns;
+  ch.passes = &wd->passes;
+  ch.stamps = wd->stamps;
+  int32_t* iw = ints.as<int32_t>();
+  ch.pass = reinterpret_cast<uint32_t*>(iw);
+  ch.counter = reinterpret_cast<unsigned*>(iw + 1);
+  ch.go = reinterpret_cast<uint32_t*>(iw + 2);
+  ch.arrive = reinterpret_cast<uint32_t*>(iw + 3);
+  ch.depart = reinterpret_cast<uint32_t*>(iw + 4);
+  ch.ss = reinterpret_cast<float*>(iw + 8);  // [16]
+  for (int op : {kThenNorm, kThenSilu})
+    for (int d : {512, 4096, 5000})
+      for (int n : {1, 3})
+        for (int next : {-1, 0}) {
+          const int width = op == kThenNorm ? d : 2 * d;
+          std::memset(w, 0, sizeof(Words));
+          w->done = 1;  // the correction of point 0 of pass 0 is there
+          auto out = randn(size_t(n) * width), y = randn(size_t(n) * width, 0.1f);
+          auto gamma = randn(size_t(d));
+          std::copy(y.begin(), y.end(), Yh);
+          DeviceBuffer O = up(out), G = up(gamma), D = up(std::vector<uint16_t>(size_t(n) * d));
+          CompImport imp;
+          imp.n = 1;
+          imp.d_out[0] = width;
+          CompThen th;
+          th.op = op;
+          th.d = d;
+          th.gamma = G.as<float>();
+          th.eps = 1e-5f;
+          th.dst = D.get();
+          th.ld_dst = d;
+          th.next = next;
+          comp_import_then(DType::F16, O.as<float>(), width, n, imp, th, ch, 1, 0, true, nullptr);
+          HCI_CUDA(cudaDeviceSynchronize());
+          const auto dst = down<uint16_t>(D, size_t(n) * d);
+          double worst = 0;
+          for (int r = 0; r < n; ++r) {
+            std::vector<double> o(static_cast<size_t>(width), 0.0);
+            for (int c = 0; c < width; ++c)
+              o[size_t(c)] = double(out[size_t(r) * width + c]) + y[size_t(r) * width + c];
+            double ss = 0;
+            for (int c = 0; c < d; ++c) ss += o[size_t(c)] * o[size_t(c)];
+            const double inv = 1.0 / std::sqrt(ss / d + 1e-5);
+            for (int c = 0; c < d; ++c) {
+              const double g = o[size_t(c)], u = op == kThenSilu ? o[size_t(d + c)] : 0.0;
+              const double ref = op == kThenNorm ? gamma[size_t(c)] * g * inv : g / (1 + std::exp(-g)) * u;
+              const double got = host_f16_to_f32(dst[size_t(r) * d + c]);
+              worst = std::max(worst, std::fabs(got - ref) / (1.0 + std::fabs(ref)));
+              if (next == 0) CHECK(X[size_t(r) * d + c] == float(got));
+            }
+          }
+          if (!(worst < 2e-3))
+            std::printf("  op %d d %d n %d next %d: worst %.2e\n", op, d, n, next, worst);
+          CHECK(worst < 2e-3);
+          CHECK(w->ready == (next == 0 ? 1u : 0u));
+          const auto dev_words = down<int32_t>(ints, 16);
+          CHECK(dev_words[1] == 0 && dev_words[3] == 0 && dev_words[4] == 0);  // reset for reuse
+        }
+  cudaFreeHost(w);
+  cudaFreeHost(X);
+  cudaFreeHost(Yh);
+}
+
 TEST(packing_round_trips) {
   for (int bits : {2, 3, 4, 8}) {
     PackedShape s{5, 192, bits, 64};
