@@ -683,7 +683,6 @@ void GpuModel::fill_synthetic(uint64_t seed, int bits) {
 
 GpuModel::~GpuModel() {
   if (stream_) cudaStreamSynchronize(stream_);  // the server answers any hand-off still queued
-  if (export_stream_) cudaStreamSynchronize(export_stream_);
   if (copy_stream_) cudaStreamSynchronize(copy_stream_);
   server_.reset();
   if (chan_host_) cudaFreeHost(chan_host_);
@@ -698,9 +697,6 @@ GpuModel::~GpuModel() {
   if (cublas_) cublasDestroy(static_cast<cublasHandle_t>(cublas_));
 #endif
   if (copy_stream_) cudaStreamDestroy(copy_stream_);
-  if (export_stream_) cudaStreamDestroy(export_stream_);
-  if (export_fork_) cudaEventDestroy(export_fork_);
-  if (export_join_) cudaEventDestroy(export_join_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -1027,7 +1023,6 @@ void GpuModel::run_layers(int n) {
     run_block(l, base, n);
     block_end(l);
   }
-  join_exports();
   if (host_comp_now_) comp_pass_end(chan_, decode_active_, stream_);
 }
 
@@ -1106,7 +1101,6 @@ int GpuModel::point_at(int l, int g) const {
 
 void GpuModel::refresh_points() {
   if (!server_) return;
-  make_export_stream();
   const uint64_t v = server_->active_points(point_on_);
   if (v == points_version_) return;
   // Older sets' graphs go (after the launched steps finish); the new set's, the all-off set's

@@ -174,12 +174,6 @@ class GpuModel {
   std::unique_ptr<DeviceAllocator> alloc_;
   int device_ = 0;
   cudaStream_t stream_ = nullptr, copy_stream_ = nullptr;
-  // Decode hand-offs of the next point's input run on their own stream, forked after the import
-  // that produced it and joined at the pass end, so the next product need not wait for the PCIe
-  // writes and system-scope fences of the export (CPU placements; created with the channel).
-  cudaStream_t export_stream_ = nullptr;
-  cudaEvent_t export_fork_ = nullptr, export_join_ = nullptr;
-  bool export_forked_ = false;  // the pass has work on export_stream_ to join
   void* cublas_ = nullptr;
   DeviceBuffer embed_, lm_head_own_, final_norm_, rope_, kc_, vc_, x_, xn_, att_, qkv_, gu_, h_,
       ct32_, ctT_, logits_, ints_, nll_, deq_, workspace_;
@@ -212,9 +206,6 @@ class GpuModel {
   int point_at(int l, int g) const;
   // takes the controller's current point set; drops captured decode graphs when it changed
   void refresh_points();
-  // stream_ waits for the exports forked this pass (end_point_then)
-  void join_exports();
-  void make_export_stream();
   std::vector<CompImport> point_import_;     // per point: where its corrections go
   std::vector<int> point_din_;               // per point: input width
   std::unique_ptr<CompServer> server_;

@@ -6,9 +6,8 @@
 //   cpu-async:  export x → READY | backbone product(s) of the group | wait DONE, add y
 //   cpu-sync:   export x → READY | wait DONE | backbone product(s) | add y
 // In decode steps the import after o, gate/up and down also applies the RMSNorm / SiLU gating
-// that follows (comp_import_then), and the next point's input is exported by a kernel on
-// export_stream_, forked after that import and joined at the pass end: the next product starts
-// without waiting for the export's PCIe writes and system-scope fences.
+// that follows and exports the next point's input (comp_import_then), so those points cost one
+// kernel of their own instead of four.
 // so cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
 // while the CPU computes), and cpu-async overlaps them. Everything is stream work, so both run
 // inside the captured decode graph.
@@ -192,35 +191,9 @@ void GpuModel::end_point(int pt, float* out, int ld_out, int n) {
 }
 
 void GpuModel::end_point_then(int pt, float* out, int ld_out, int n, const CompThen& then) {
-  CompThen th = then;
-  th.next = -1;  // exported below, on its own stream
-  comp_import_then(dt_, out, ld_out, n, point_import_[size_t(pt)], th, chan_, n_points_, pt,
+  comp_import_then(dt_, out, ld_out, n, point_import_[size_t(pt)], then, chan_, n_points_, pt,
                    placement_ == HCI_GPU_PLACE_CPU_ASYNC, stream_);
-  if (then.next >= 0) {
-    make_export_stream();
-    // X = dst once the import has written it; the next product (on stream_) runs meanwhile. The
-    // single X buffer is free: this import waited for the CPU's answer to the point before.
-    HCI_CUDA(cudaEventRecord(export_fork_, stream_));
-    HCI_CUDA(cudaStreamWaitEvent(export_stream_, export_fork_, 0));
-    comp_export(dt_, then.dst, then.ld_dst, then.d, n, false, chan_, n_points_, then.next,
-                export_stream_);
-    export_forked_ = true;
-  }
   exported_ = then.next;
-}
-
-void GpuModel::make_export_stream() {
-  if (export_stream_) return;  // (launch_decode makes it before a capture begins)
-  HCI_CUDA(cudaStreamCreateWithFlags(&export_stream_, cudaStreamNonBlocking));
-  HCI_CUDA(cudaEventCreateWithFlags(&export_fork_, cudaEventDisableTiming));
-  HCI_CUDA(cudaEventCreateWithFlags(&export_join_, cudaEventDisableTiming));
-}
-
-void GpuModel::join_exports() {
-  if (!export_forked_) return;
-  HCI_CUDA(cudaEventRecord(export_join_, export_stream_));
-  HCI_CUDA(cudaStreamWaitEvent(stream_, export_join_, 0));
-  export_forked_ = false;
 }
 
 void GpuModel::check_server() {
