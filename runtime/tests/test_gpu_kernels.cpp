@@ -180,9 +180,9 @@ TEST(lowrank_matches_reference) {
 }
 
 // The fused decode imports (comp_import_then) against a CPU reference, with the CPU's DONE already
-// published: the correction added, then the RMSNorm (rows of 512 and 4096 in one block, 5000 in
-// two, with the cross-block sum) or SiLU gating, and with `next` the hand-off of the result (X in
-// mapped host memory equal to dst, the header, READY).
+// published: the correction added, then the RMSNorm (a row of 512 in one block; 4096 and 5000
+// across 8 and 10, with the cross-block sum) or SiLU gating, and with `next` the hand-off of the
+// result (X in mapped host memory equal to dst, the header, READY).
 TEST(import_then_matches_cpu) {
   struct Words {  // the mapped host words of the channel
     uint32_t ready, done, point_rows[2], wait_ns[1], passes;

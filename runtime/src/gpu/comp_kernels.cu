@@ -180,33 +180,22 @@ __global__ void __launch_bounds__(kImportThreads, 8)
 //
 // A corrected product cannot run the fusions its kernel would apply (gate/up + SiLU, the RMSNorm
 // after a residual product), and the next point's input would need an export kernel of its own.
-// These kernels do all three after the add; grid (⌈d / span⌉, n) (ThenShape), each thread kPer
-// columns (SiLU: pairs), prefetched before the product ends like import_kernel:
+// These kernels do all three after the add; grid (⌈d / 512⌉, n) of 128-thread blocks, each
+// thread kThenPer columns (SiLU: pairs), prefetched before the product ends like import_kernel:
 //   kThenNorm:  out[row, :d] += y; dst[row] = T(gamma ⊙ out[row] / rms(out[row])), the sum of
-//               squares within the block for rows up to 4096, else gathered across the row's
-//               blocks (device words ss, arrive, depart)
+//               squares gathered across the row's blocks (device words ss, arrive, depart)
 //   kThenSilu:  out = gate | up [n, 2·dff]; g, u += y; dst[row, j] = T(silu(g_j) · u_j)
 // and, when `next` >= 0, hand dst to the CPU as point `next` (X = float(dst), header, READY)
 // once every row is written.
 
-// SiLU: 128 threads × 4 columns (pairs) per block. RMSNorm: 256 threads × 16 columns, so a row
-// of up to 4096 is one block and needs no cross-block sum (the grid barrier below is for wider
-// rows only); ≤ 64 registers either way, to fit beside the GEMV's blocks.
-template <int OP>
-struct ThenShape {
-  static constexpr int kThreads = OP == kThenSilu ? 128 : 256;
-  static constexpr int kPer = OP == kThenSilu ? 4 : 16;
-  static constexpr int kSpan = kThreads * kPer;
-  static constexpr int kMinBlocks = OP == kThenSilu ? 8 : 4;
-};
+constexpr int kThenThreads = 128;
+constexpr int kThenPer = 4;
+constexpr int kThenSpan = kThenThreads * kThenPer;
 
 template <typename T, int OP>
-__global__ void __launch_bounds__(ThenShape<OP>::kThreads, ThenShape<OP>::kMinBlocks)
+__global__ void __launch_bounds__(kThenThreads, 8)
     import_then_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompThen th,
                        CompChannelDev ch, int P, int p, int record) {
-  constexpr int kThenThreads = ThenShape<OP>::kThreads;
-  constexpr int kThenPer = ThenShape<OP>::kPer;
-  constexpr int kThenSpan = ThenShape<OP>::kSpan;
   __shared__ uint64_t t_done, t_prod;
   __shared__ float sh[32];
   pdl_trigger();
@@ -264,9 +253,7 @@ __global__ void __launch_bounds__(ThenShape<OP>::kThreads, ThenShape<OP>::kMinBl
       part += y[i] * y[i];
     }
     part = block_sum(part, sh);
-    if (threadIdx.x == 0 && gridDim.x == 1) {
-      row_ss = part;  // the whole row is this block's
-    } else if (threadIdx.x == 0) {
+    if (threadIdx.x == 0) {
       const uint32_t blocks = gridDim.x * gridDim.y;
       atomicAdd(ch.ss + row, part);
       __threadfence();
@@ -358,18 +345,15 @@ void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& 
                                std::to_string(then.op));
   if (n < 1 || n > 16)
     fail(HCI_ERR_INTERNAL, "comp_import_then: decode rows only (1..16), not " + std::to_string(n));
-  using Norm = ThenShape<kThenNorm>;
-  using Silu = ThenShape<kThenSilu>;
-  const dim3 grid_norm((then.d + Norm::kSpan - 1) / Norm::kSpan, n), block_norm(Norm::kThreads);
-  const dim3 grid_silu((then.d + Silu::kSpan - 1) / Silu::kSpan, n), block_silu(Silu::kThreads);
+  const dim3 grid((then.d + kThenSpan - 1) / kThenSpan, n), block(kThenThreads);
   const int rec = record_wait ? 1 : 0;
 #define HCI_THEN(T)                                                                            \
   if (then.op == kThenNorm)                                                                    \
-    launch_k("comp_import_norm", import_then_kernel<T, kThenNorm>, grid_norm, block_norm, 0,   \
-             s, out, ld_out, n, d, then, ch, P, p, rec);                                       \
+    launch_k("comp_import_norm", import_then_kernel<T, kThenNorm>, grid, block, 0, s, out,     \
+             ld_out, n, d, then, ch, P, p, rec);                                               \
   else                                                                                         \
-    launch_k("comp_import_silu", import_then_kernel<T, kThenSilu>, grid_silu, block_silu, 0,   \
-             s, out, ld_out, n, d, then, ch, P, p, rec);
+    launch_k("comp_import_silu", import_then_kernel<T, kThenSilu>, grid, block, 0, s, out,     \
+             ld_out, n, d, then, ch, P, p, rec);
   switch (t) {
     case DType::F16: HCI_THEN(__half) break;
     case DType::BF16: HCI_THEN(__nv_bfloat16) break;
