@@ -44,6 +44,13 @@ __device__ __forceinline__ void store_sys_release(uint32_t* p, uint32_t v) {
   asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
+// HCINFER_HANDOFF_TRACE: point p's stamp k, from thread 0 of block (0, 0) (or any thread where
+// `any`).
+__device__ __forceinline__ void trace(const CompChannelDev& ch, int p, int k, bool any = false) {
+  if (ch.trace && (any || (threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)))
+    ch.trace[p * kTraceSlots + k] = global_ns();
+}
+
 // Writes the header of point `next` and READY (after a system fence over the caller's writes of X).
 __device__ __forceinline__ void publish_header(const CompChannelDev& ch, int P, int next,
                                                uint32_t rows_word) {
@@ -155,6 +162,7 @@ __global__ void __launch_bounds__(kImportThreads, 8)
                   int P, int p, int record, int add) {
   __shared__ uint64_t t_done, t_prod;
   pdl_trigger();
+  trace(ch, p, kTraceEntry);
   const uint32_t seq = *ch.pass * uint32_t(P) + uint32_t(p) + 1;
   await_correction(ch, seq, record, &t_done, &t_prod);
   const int row = blockIdx.y;
@@ -171,9 +179,16 @@ __global__ void __launch_bounds__(kImportThreads, 8)
     col = d.col[j] + cc;
   }
   pdl_wait();  // the product's output is complete
+  trace(ch, p, kTraceReady);
   if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
     store_wait(ch, p, t_done, t_prod);
   if (col >= 0) out[int64_t(row) * ld_out + col] += y;
+  if (ch.trace && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) {
+    ch.trace[p * kTraceSlots + kTraceDone] = t_done;
+    ch.trace[p * kTraceSlots + kTraceProd] = record ? t_prod : 0;
+    ch.trace[p * kTraceSlots + kTraceKind] = 1;
+  }
+  trace(ch, p, kTraceEnd);
 }
 
 // ---- import fused with what the decode step does next ------------------------------------------
@@ -199,6 +214,7 @@ __global__ void __launch_bounds__(kThenThreads, 8)
   __shared__ uint64_t t_done, t_prod;
   __shared__ float sh[32];
   pdl_trigger();
+  trace(ch, p, kTraceEntry);
   const uint32_t seq = *ch.pass * uint32_t(P) + uint32_t(p) + 1;
   await_correction(ch, seq, record, &t_done, &t_prod);
   const int row = blockIdx.y;
@@ -217,8 +233,14 @@ __global__ void __launch_bounds__(kThenThreads, 8)
     }
   }
   pdl_wait();  // the product's output is complete
+  trace(ch, p, kTraceReady);
   if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
     store_wait(ch, p, t_done, t_prod);
+  if (ch.trace && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) {
+    ch.trace[p * kTraceSlots + kTraceDone] = t_done;
+    ch.trace[p * kTraceSlots + kTraceProd] = record ? t_prod : 0;
+    ch.trace[p * kTraceSlots + kTraceKind] = OP == kThenSilu ? 3 : 2;
+  }
   const bool hand = th.next >= 0;
   if constexpr (OP == kThenSilu) {
     const float* o = out + int64_t(row) * ld_out;
@@ -233,9 +255,14 @@ __global__ void __launch_bounds__(kThenThreads, 8)
       dst[c] = h;
       if (hand) X[c] = to_float(h);
     }
+    trace(ch, p, kTraceOp);
     if (hand && last_block(ch.counter)) {
-      if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
+      if (threadIdx.x == 0) {
+        publish_header(ch, P, th.next, uint32_t(n));
+        trace(ch, p, kTracePublish, true);
+      }
     }
+    trace(ch, p, kTraceEnd);
   } else {
     // The row's sum of squares across its blocks: each adds its part to ss[row], then all wait
     // for every block of the grid (they are co-resident: every block started before the next
@@ -281,9 +308,14 @@ __global__ void __launch_bounds__(kThenThreads, 8)
       dst[c] = v;
       if (hand) X[c] = to_float(v);
     }
+    trace(ch, p, kTraceOp);
     if (hand && last_block(ch.counter)) {
-      if (threadIdx.x == 0) publish_header(ch, P, th.next, uint32_t(n));
+      if (threadIdx.x == 0) {
+        publish_header(ch, P, th.next, uint32_t(n));
+        trace(ch, p, kTracePublish, true);
+      }
     }
+    trace(ch, p, kTraceEnd);
   }
 }
 

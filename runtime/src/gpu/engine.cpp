@@ -1432,6 +1432,7 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
   }
   for (cudaEvent_t e : {e0, e1, e2, e3, ahead[0], ahead[1]})
     if (e) cudaEventDestroy(e);
+  print_handoff_trace();
   if (profile_ && n_off_ == 0) {
     // from the end of the prompts again (the cache is full after the timed steps)
     for (int b = 0; b < B; ++b) seq_len_[size_t(b)] = p.prompt_len;

@@ -177,6 +177,9 @@ class GpuModel {
   void* cublas_ = nullptr;
   DeviceBuffer embed_, lm_head_own_, final_norm_, rope_, kc_, vc_, x_, xn_, att_, qkv_, gu_, h_,
       ct32_, ctT_, logits_, ints_, nll_, deq_, workspace_;
+  DeviceBuffer trace_;  // HCINFER_HANDOFF_TRACE=1: [points, kTraceSlots] import stamps
+  // HCINFER_HANDOFF_TRACE=1: the last decode pass's import timings per input group, to stderr
+  void print_handoff_trace();
   std::vector<DeviceBuffer> arenas_;  // resident blocks
   std::vector<DeviceBuffer> slots_;   // staging for streamed blocks
   std::vector<PinnedBuffer> host_arenas_;  // offloaded blocks

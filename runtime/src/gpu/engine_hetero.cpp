@@ -148,6 +148,12 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   chan_.arrive = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 5);
   chan_.depart = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 6);
   chan_.ss = reinterpret_cast<float*>(ints + 4 * rows_ + 2 * max_batch_ + 8);  // [16]
+  const char* tr = std::getenv("HCINFER_HANDOFF_TRACE");
+  if (tr && tr[0] == '1') {
+    trace_ = DeviceBuffer(*alloc_, int64_t(n_points_) * kTraceSlots * 8, "hand-off trace");
+    HCI_CUDA(cudaMemset(trace_.get(), 0, size_t(trace_.bytes())));
+    chan_.trace = trace_.as<unsigned long long>();
+  }
   static_assert(sizeof(PassStampDev) == sizeof(PassStamp) &&
                     offsetof(PassStamp, decode) == offsetof(PassStampDev, decode),
                 "PassStamp layout");
@@ -194,6 +200,46 @@ void GpuModel::end_point_then(int pt, float* out, int ld_out, int n, const CompT
   comp_import_then(dt_, out, ld_out, n, point_import_[size_t(pt)], then, chan_, n_points_, pt,
                    placement_ == HCI_GPU_PLACE_CPU_ASYNC, stream_);
   exported_ = then.next;
+}
+
+void GpuModel::print_handoff_trace() {
+  if (!chan_.trace) return;
+  sync();
+  std::vector<unsigned long long> t(size_t(n_points_) * kTraceSlots);
+  HCI_CUDA(cudaMemcpy(t.data(), chan_.trace, t.size() * 8, cudaMemcpyDeviceToHost));
+  const char* names[4] = {"q/k/v", "o", "gate/up", "down"};
+  for (int g = 0; g < 4; ++g) {
+    // means over the layers' points of this group, in microseconds
+    double early = 0, wait = 0, ready = 0, op = 0, publish = 0, end = 0;
+    int cnt = 0, pub = 0;
+    unsigned long long kind = 0;
+    for (int l = 0; l < sh_.n_layers; ++l) {
+      const int p = point_of_[size_t(l * 4 + g)];
+      if (p < 0) continue;
+      const unsigned long long* s = &t[size_t(p) * kTraceSlots];
+      if (s[kTraceKind] == 0 || s[kTraceProd] == 0) continue;
+      kind = s[kTraceKind];
+      const double both = double(std::max(s[kTraceDone], s[kTraceProd]));
+      early += (double(s[kTraceProd]) - double(s[kTraceEntry])) / 1e3;
+      wait += std::max(0.0, double(s[kTraceDone]) - double(s[kTraceProd])) / 1e3;
+      ready += (double(s[kTraceReady]) - both) / 1e3;
+      end += (double(s[kTraceEnd]) - both) / 1e3;
+      if (s[kTraceOp]) op += (double(s[kTraceOp]) - double(s[kTraceReady])) / 1e3;
+      if (s[kTracePublish] > s[kTraceReady]) {
+        publish += (double(s[kTracePublish]) - both) / 1e3;
+        ++pub;
+      }
+      ++cnt;
+    }
+    if (cnt == 0) continue;
+    std::fprintf(stderr,
+                 "hand-off trace %-7s (%d points, kind %llu): import resident %.2f us before the "
+                 "product ended; GPU wait %.2f; after product+DONE: y ready %.2f, op %.2f, block "
+                 "0 done %.2f, next input published %.2f us\n",
+                 names[g], cnt, kind,
+                 early / cnt, wait / cnt, ready / cnt, op / cnt, end / cnt,
+                 pub ? publish / pub : 0.0);
+  }
 }
 
 void GpuModel::check_server() {

@@ -210,7 +210,15 @@ struct CompChannelDev {
   uint32_t* depart = nullptr;      // device: its blocks left (0 between uses)
   uint32_t* passes = nullptr;      // host: passes ended (hetero/comp_server.h ChannelHeader)
   PassStampDev* stamps = nullptr;  // host [8]: GPU clock at each pass's begin and end
+  // HCINFER_HANDOFF_TRACE=1: device [P, 8] GPU clock stamps of each point's import (kTrace*),
+  // overwritten every pass; nullptr: off
+  unsigned long long* trace = nullptr;
 };
+// Stamps of the handoff trace per point: import kernel entry, DONE seen, product end, y read
+// and product done (block 0), RMSNorm / SiLU done (block 0), block 0 finished, next input
+// published (the last block), kernel kind (1 import, 2 import + RMSNorm, 3 import + SiLU).
+enum { kTraceEntry, kTraceDone, kTraceProd, kTraceReady, kTraceOp, kTraceEnd, kTracePublish,
+       kTraceKind, kTraceSlots };
 
 // Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
 struct CompImport {
