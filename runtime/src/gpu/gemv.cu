@@ -964,11 +964,8 @@ __device__ __forceinline__ uint32_t lop_or_magic(uint32_t v, uint32_t magic) {
   return r;
 }
 
-// At most 96 registers per thread: at 128 the 512-thread block held the whole register file, so
-// no block of the next kernel (an import of the CPU's correction, launched early with PDL to
-// poll and prefetch while this product runs) could start on the SM until this block ended.
 template <int RPW, int U, bool SILU>
-__global__ void __maxnreg__(96)
+__global__ void __launch_bounds__(kQ4Threads, 1)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift5,
                   NormEpilogue norm, NormIn nin, uint32_t magic) {
