@@ -16,6 +16,9 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_QGEMV_SIMT",
   "HCINFER_NORM_IN",
   "HCINFER_ISOLATE_WORKERS",
+  // diagnostics (a few extra stores and prints per step)
+  "HCINFER_HANDOFF_TRACE",
+  "HCINFER_CONTROLLER_LOG",
 ] as const;
 
 /** GPU provenance fields for a record, given the library's build string (`deviceInfo().build`). */
