@@ -66,30 +66,13 @@ __device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, in
   for (int b = 0; b < nb; ++b) {
     float* x = const_cast<float*>(Y) + int64_t(b) * ldy;
     float ss = 0.f;
-    if (c.done) {
-      // the correction over PCIe: eight reads in flight per thread, then their adds
-      const float* yb = c.y + int64_t(b) * d;
-      for (int j0 = threadIdx.x; j0 < d; j0 += 8 * blockDim.x) {
-        float yv[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int j = j0 + u * blockDim.x;
-          yv[u] = j < d ? __ldcv(yb + j) : 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int j = j0 + u * blockDim.x;
-          if (j >= d) break;
-          const float v = __ldcg(x + j) + yv[u];
-          x[j] = v;  // the corrected residual
-          ss += v * v;
-        }
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+      float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
+      if (c.done) {
+        v += __ldcv(c.y + int64_t(b) * d + j);
+        x[j] = v;  // the corrected residual
       }
-    } else {
-      for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        const float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
-        ss += v * v;
-      }
+      ss += v * v;
     }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / float(d) + e.eps);
