@@ -225,10 +225,6 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     // export (comp_import_then); HCINFER_FUSE_COMP=0 runs them as separate kernels.
     const char* fuse_comp = std::getenv("HCINFER_FUSE_COMP");
     fuse_comp_ = any && !(fuse_comp && fuse_comp[0] == '0');
-    // ... and the correction after o and down folded into the residual GEMV's RMSNorm epilogue
-    // (no import kernel at all); HCINFER_FOLD_COMP=0 keeps the import kernels.
-    const char* fold_comp = std::getenv("HCINFER_FOLD_COMP");
-    fold_comp_ = fuse_comp_ && !(fold_comp && fold_comp[0] == '0');
     // Batch-1 decode: the packed GEMVs after an RMSNorm (q/k/v, gate/up) apply it in their
     // prologue instead of a separate one-block norm kernel; HCINFER_NORM_IN=0 turns it off.
     const char* norm_in = std::getenv("HCINFER_NORM_IN");
@@ -946,17 +942,10 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   bool normed = false;
   ne.gamma = reinterpret_cast<const float*>(base + B.mlp_norm_off);
   if (pt[1] >= 0) begin_point(pt[1], att_.get(), qd, qd, n);
-  // The o point's correction in the o GEMV's norm epilogue, where it fits (else the import below)
-  NormEpilogue ne_o = ne;
-  const bool fold_o = then && fold_comp_ && n_off_ == 0 && pt[1] >= 0 && B.ops[1].size() == 1;
-  if (fold_o) ne_o.comp = comp_epilogue(pt[1], pt[2], d);
-  const bool epi_o = (fuse && pt[1] < 0) || (fold_o && ne_o.comp.done);
   for (const LinOp& op : B.ops[1])
     normed = run_op(op, base, att_.get(), qd, n, x, d, true,
-                    epi_o && B.ops[1].size() == 1 ? &ne_o : nullptr);
-  if (pt[1] >= 0 && fold_o && ne_o.comp.done && normed) {
-    exported_ = pt[2];  // the epilogue added the correction, normed and handed over
-  } else if (pt[1] >= 0) {
+                    fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
+  if (pt[1] >= 0) {
     if (then) {
       end_point_then(pt[1], x, d, n, then_norm(ne.gamma, pt[2]));
       normed = true;
@@ -997,27 +986,12 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
                    : final_norm_.as<float>();
   normed = false;
   if (pt[3] >= 0) begin_point(pt[3], h_.get(), dff, dff, n);
-  // the next block's attention norm (its weights must be resident) or the final norm
-  const bool last = l + 1 == sh_.n_layers;
-  const float* gamma_next =
-      last ? final_norm_.as<float>()
-           : l + 1 < n_resident_ ? reinterpret_cast<const float*>(arenas_[size_t(l + 1)].as<uint8_t>() +
-                                                                  layouts_[size_t(l + 1)].attn_norm_off)
-                                 : nullptr;
-  NormEpilogue ne_down = ne;
-  const bool fold_down = then && fold_comp_ && n_off_ == 0 && pt[3] >= 0 &&
-                         B.ops[3].size() == 1 && gamma_next;
-  if (fold_down) {
-    ne_down.gamma = gamma_next;
-    ne_down.comp = comp_epilogue(pt[3], last ? -1 : point_at(l + 1, 0), d);
-  }
-  const bool epi_down = (fuse && pt[3] < 0) || (fold_down && ne_down.comp.done);
   for (const LinOp& op : B.ops[3])
     normed = run_op(op, base, h_.get(), dff, n, x, d, true,
-                    epi_down && B.ops[3].size() == 1 ? &ne_down : nullptr);
-  if (pt[3] >= 0 && fold_down && ne_down.comp.done && normed) {
-    exported_ = last ? -1 : point_at(l + 1, 0);
-  } else if (pt[3] >= 0) {
+                    fuse && pt[3] < 0 && B.ops[3].size() == 1 ? &ne : nullptr);
+  if (pt[3] >= 0) {
+    // the next block's attention norm (its weights must be resident) or the final norm
+    const bool last = l + 1 == sh_.n_layers;
     if (then && (last || l + 1 < n_resident_)) {
       const float* gamma =
           last ? final_norm_.as<float>()

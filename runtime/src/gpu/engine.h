@@ -228,11 +228,6 @@ class GpuModel {
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention
   bool fuse_float_silu_ = false;  // float gate/up GEMV with the SiLU epilogue
   bool fuse_comp_ = true;     // CPU compensation imports fused with what follows them
-  bool fold_comp_ = true;     // ... the ones after o and down folded into the GEMV's norm epilogue
-  // The epilogue fields that fold point pt's correction into a residual GEMV's RMSNorm and hand
-  // the result over as point next; comp.done stays null where the point does not fit (several
-  // layers, or not one row-wide correction).
-  CompEpilogue comp_epilogue(int pt, int next, int d) const;
   bool norm_in_ = true;       // batch-1 packed GEMVs normalize their input (NormIn), no norm kernel
   bool decode_active_ = false, xn_ready_ = false;
   unsigned* counter_d_ = nullptr;

@@ -242,24 +242,6 @@ void GpuModel::print_handoff_trace() {
   }
 }
 
-CompEpilogue GpuModel::comp_epilogue(int pt, int next, int d) const {
-  CompEpilogue c;
-  const CompImport& imp = point_import_[size_t(pt)];
-  if (imp.n != 1 || imp.col[0] != 0 || imp.d_out[0] != d) return c;  // (c.done null: no fold)
-  c.done = chan_.done;
-  c.pass = chan_.pass;
-  c.y = chan_.y;
-  c.wait_ns = chan_.wait_ns;
-  c.P = n_points_;
-  c.p = pt;
-  c.record = placement_ == HCI_GPU_PLACE_CPU_ASYNC ? 1 : 0;
-  c.x = chan_.x;
-  c.point_rows = chan_.point_rows;
-  c.ready = chan_.ready;
-  c.next = next;
-  return c;
-}
-
 void GpuModel::check_server() {
   const std::string e = server_->error();
   if (!e.empty())

@@ -47,51 +47,18 @@ __device__ void norm_epilogue(const NormEpilogue& e, const float* Y, int ldy, in
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const CompEpilogue& c = e.comp;
-  uint32_t pass = 0;
-  if (c.done) {  // the CPU's correction of point p: wait for it (the product is complete here)
-    pass = *c.pass;
-    if (threadIdx.x == 0) {
-      const uint64_t t_prod = global_ns();
-      const uint32_t seq = pass * uint32_t(c.P) + uint32_t(c.p) + 1;
-      while (int32_t(load_sys_acquire(c.done) - seq) < 0) {
-      }
-      const uint64_t w = global_ns() - t_prod;
-      if (c.record) store_sys_release(c.wait_ns + c.p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
-    }
-    __syncthreads();
-    __threadfence_system();  // this thread's reads of y after DONE
-  }
   T* out = static_cast<T*>(e.out);
   for (int b = 0; b < nb; ++b) {
-    float* x = const_cast<float*>(Y) + int64_t(b) * ldy;
+    const float* x = Y + int64_t(b) * ldy;
     float ss = 0.f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-      float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
-      if (c.done) {
-        v += __ldcv(c.y + int64_t(b) * d + j);
-        x[j] = v;  // the corrected residual
-      }
+      const float v = __ldcg(x + j);  // written by other multiprocessors: bypass L1
       ss += v * v;
     }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / float(d) + e.eps);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) {
-      const T o = from_float<T>(e.gamma[j] * (__ldcg(x + j) * inv));
-      out[int64_t(b) * d + j] = o;
-      if (c.done && c.next >= 0) c.x[int64_t(b) * d + j] = to_float(o);
-    }
-  }
-  if (c.done && c.next >= 0) {  // hand the normed rows over: X, then the header, then READY
-    __threadfence_system();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      volatile uint32_t* h = c.point_rows;
-      h[0] = uint32_t(c.next);
-      h[1] = uint32_t(nb);
-      __threadfence_system();
-      store_sys_release(c.ready, pass * uint32_t(c.P) + uint32_t(c.next) + 1);
-    }
+    for (int j = threadIdx.x; j < d; j += blockDim.x)
+      out[int64_t(b) * d + j] = from_float<T>(e.gamma[j] * (__ldcg(x + j) * inv));
   }
   if (threadIdx.x == 0) *e.counter = 0u;  // ready for the next GEMV
 }

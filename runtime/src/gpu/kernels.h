@@ -22,29 +22,11 @@ const char* dtype_name(DType t);
 // block has written its rows, the last one writes out[b*d_out + j] = dtype(gamma[j] * x[b, j] *
 // rsqrt(mean(x_b^2) + eps)), the RMSNorm the next matrix product needs (one kernel less per
 // norm in the decode step). `counter` must be 0 before the launch; the kernel leaves it 0.
-// CPU compensation folded into that epilogue (cpu-sync / cpu-async decode, the point after o or
-// down, whose correction must land before the norm): the last block waits for DONE >= pass·P + p
-// + 1, adds the correction y [nb, d] (mapped host memory) into the residual rows, normalizes, and
-// with next >= 0 hands the normed rows to the CPU as point `next` (X, header, READY), in place of
-// an import kernel. Pointers as in CompChannelDev (host words mapped into the device).
-struct CompEpilogue {
-  const uint32_t* done = nullptr;  // DONE; nullptr: no compensation in this epilogue
-  const uint32_t* pass = nullptr;  // device: the pass counter
-  const float* y = nullptr;        // [nb, d] the correction of point p (one layer at column 0)
-  uint32_t* wait_ns = nullptr;     // [P] the GPU's wait per point (with record)
-  int P = 0, p = 0, record = 0;
-  float* x = nullptr;              // X [nb, d]: the next point's input
-  uint32_t* point_rows = nullptr;  // header: point, rows
-  uint32_t* ready = nullptr;       // READY
-  int next = -1;                   // point handed over after the norm; -1: none
-};
-
 struct NormEpilogue {
   unsigned* counter = nullptr;
   const float* gamma = nullptr;
   float eps = 0.f;
   void* out = nullptr;
-  CompEpilogue comp;
 };
 
 // The RMSNorm of a GEMV's input applied in its prologue (batch-1 streaming packed kernel): the
