@@ -51,6 +51,15 @@ __device__ __forceinline__ void trace(const CompChannelDev& ch, int p, int k, bo
     ch.trace[p * kTraceSlots + k] = global_ns();
 }
 
+// ... and block (0, 0)'s view of the wait: when DONE was seen, when the product ended, the kind.
+__device__ __forceinline__ void trace_wait(const CompChannelDev& ch, int p, uint64_t t_done,
+                                           uint64_t t_prod, int kind) {
+  if (!ch.trace || threadIdx.x != 0 || blockIdx.x != 0 || blockIdx.y != 0) return;
+  ch.trace[p * kTraceSlots + kTraceDone] = t_done;
+  ch.trace[p * kTraceSlots + kTraceProd] = t_prod;
+  ch.trace[p * kTraceSlots + kTraceKind] = kind;
+}
+
 // Writes the header of point `next` and READY (after a system fence over the caller's writes of X).
 __device__ __forceinline__ void publish_header(const CompChannelDev& ch, int P, int next,
                                                uint32_t rows_word) {
@@ -183,11 +192,7 @@ __global__ void __launch_bounds__(kImportThreads, 8)
   if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
     store_wait(ch, p, t_done, t_prod);
   if (col >= 0) out[int64_t(row) * ld_out + col] += y;
-  if (ch.trace && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) {
-    ch.trace[p * kTraceSlots + kTraceDone] = t_done;
-    ch.trace[p * kTraceSlots + kTraceProd] = record ? t_prod : 0;
-    ch.trace[p * kTraceSlots + kTraceKind] = 1;
-  }
+  trace_wait(ch, p, t_done, record ? t_prod : 0, 1);
   trace(ch, p, kTraceEnd);
 }
 
@@ -236,11 +241,7 @@ __global__ void __launch_bounds__(kThenThreads, 8)
   trace(ch, p, kTraceReady);
   if (record && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0)
     store_wait(ch, p, t_done, t_prod);
-  if (ch.trace && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0) {
-    ch.trace[p * kTraceSlots + kTraceDone] = t_done;
-    ch.trace[p * kTraceSlots + kTraceProd] = record ? t_prod : 0;
-    ch.trace[p * kTraceSlots + kTraceKind] = OP == kThenSilu ? 3 : 2;
-  }
+  trace_wait(ch, p, t_done, record ? t_prod : 0, OP == kThenSilu ? 3 : 2);
   const bool hand = th.next >= 0;
   if constexpr (OP == kThenSilu) {
     const float* o = out + int64_t(row) * ld_out;
@@ -322,14 +323,14 @@ __global__ void __launch_bounds__(kThenThreads, 8)
 __global__ void pass_begin_kernel(CompChannelDev ch) {
   pdl_trigger();
   pdl_wait();
-  ch.stamps[*ch.pass % 8].t_begin = global_ns();
+  ch.stamps[*ch.pass % kPassStampsDev].t_begin = global_ns();
 }
 
 __global__ void pass_end_kernel(CompChannelDev ch, uint32_t decode) {
   pdl_trigger();
   pdl_wait();
   const uint32_t k = *ch.pass;
-  PassStampDev* s = ch.stamps + k % 8;
+  PassStampDev* s = ch.stamps + k % kPassStampsDev;
   s->t_end = global_ns();
   s->decode = decode;
   __threadfence_system();

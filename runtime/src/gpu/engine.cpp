@@ -234,7 +234,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
   }
   if (p.controller_slowdown_pct < -1 || p.controller_slowdown_pct > 1000)
     fail(HCI_ERR_INVALID_ARGUMENT,
-         "hci_gpu_params.controller_slowdown_pct must be -1 (every point on), 0 (default 5) or "
+         "hci_gpu_params.controller_slowdown_pct must be -1 (every point on), 0 (default 3) or "
          "1..1000, not " + std::to_string(p.controller_slowdown_pct));
   if (p.placement < HCI_GPU_PLACE_NONE || p.placement > HCI_GPU_PLACE_CPU_ASYNC)
     fail(HCI_ERR_INVALID_ARGUMENT,
@@ -791,22 +791,25 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
   LowRankSet lr;
   bool own_lowrank = false;
   if (comps && decode_active_ && dt_ != DType::F32 && op.comps.size() <= 4) {
+    int64_t total = 0;  // t [n, Σ rank_pad] must fit the scratch ct32_ [rows, max rank_pad]
     for (const CompSpec& c : op.comps) {
       lr.a[lr.n] = base + c.a_off;
       lr.b[lr.n] = base + c.b_off;
       lr.rank_pad[lr.n] = c.rank_pad;
       lr.d_out[lr.n] = c.d_out;
       lr.out_col[lr.n] = c.out_col;
+      total += c.rank_pad;
       ++lr.n;
     }
-    own_lowrank = int64_t(lr.n) * max_rank_pad_ * n <= int64_t(rows_) * max_rank_pad_ &&
+    own_lowrank = total * n <= int64_t(rows_) * max_rank_pad_ &&
                   lowrank_decode_supported(lr, op.d_in, n);
   }
-  const bool lowrank_first = own_lowrank && acc;
-  if (lowrank_first) {
+  auto run_lowrank = [&] {
     lowrank_project(dt_, lr, op.d_in, in, ld_in, n, ct32_.as<float>(), stream_);
     lowrank_expand(dt_, lr, ct32_.as<float>(), n, y, ld_out, stream_);
-  }
+  };
+  const bool lowrank_first = own_lowrank && acc;
+  if (lowrank_first) run_lowrank();
   if ((comps && !lowrank_first) || op.out_col != 0) norm = nullptr;  // it must see the final rows
   bool normed = false;
   if (op.bits == 0) {
@@ -836,8 +839,7 @@ bool GpuModel::run_op(const LinOp& op, const uint8_t* base, const void* in, int 
   }
   if (!comps || lowrank_first) return normed;
   if (own_lowrank) {
-    lowrank_project(dt_, lr, op.d_in, in, ld_in, n, ct32_.as<float>(), stream_);
-    lowrank_expand(dt_, lr, ct32_.as<float>(), n, y, ld_out, stream_);
+    run_lowrank();
     return normed;
   }
   for (const CompSpec& c : op.comps) {

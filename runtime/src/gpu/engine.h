@@ -220,8 +220,9 @@ class GpuModel {
   CompChannelDev chan_{};
   int exported_ = -1;  // point whose input a fused import already handed to the CPU (-1: none)
 
-  // decode graphs by (point-set version, batch); only the current set's and the all-off set's
-  // (version 0, which the rank controller returns to for its backbone measurements) are kept
+  // decode graphs by (point-set version, batch); kept: the current set's, the all-off set's
+  // (version 0, for the controller's backbone measurements) and the last set with points on (it
+  // returns after such a measurement), see refresh_points
   std::map<std::pair<uint64_t, int>, cudaGraphExec_t> graphs_;
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,
   bool fuse_norm_ = true;     // RMSNorm epilogues of the residual GEMVs,

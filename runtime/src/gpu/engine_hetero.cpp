@@ -154,7 +154,7 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
     HCI_CUDA(cudaMemset(trace_.get(), 0, size_t(trace_.bytes())));
     chan_.trace = trace_.as<unsigned long long>();
   }
-  static_assert(sizeof(PassStampDev) == sizeof(PassStamp) &&
+  static_assert(sizeof(PassStampDev) == sizeof(PassStamp) && kPassStampsDev == kPassStamps &&
                     offsetof(PassStamp, decode) == offsetof(PassStampDev, decode),
                 "PassStamp layout");
   chan_.passes = reinterpret_cast<uint32_t*>(dev_of(&hdr->passes));

@@ -189,7 +189,9 @@ void decode_end(int nb, int* seq_len, cudaStream_t s);
 
 // Device-side view of the channel: pointers into mapped pinned host memory (x, y, ready, done,
 // point_rows, wait_ns) and device memory (pass, counter).
-// hetero/comp_server.h PassStamp as the device writes it (engine_hetero.cpp checks the layout).
+// hetero/comp_server.h PassStamp as the device writes it, in a ring of kPassStamps (engine_hetero.cpp
+// checks the layout and the ring size).
+constexpr int kPassStampsDev = 8;
 struct PassStampDev {
   unsigned long long t_begin, t_end;
   uint32_t decode, pad;
@@ -211,7 +213,7 @@ struct CompChannelDev {
   uint32_t* passes = nullptr;      // host: passes ended (hetero/comp_server.h ChannelHeader)
   PassStampDev* stamps = nullptr;  // host [8]: GPU clock at each pass's begin and end
   // HCINFER_HANDOFF_TRACE=1: device [P, 8] GPU clock stamps of each point's import (kTrace*),
-  // overwritten every pass; nullptr: off
+  // overwritten every pass (points a pass did not hand over keep older stamps); nullptr: off
   unsigned long long* trace = nullptr;
 };
 // Stamps of the handoff trace per point: import kernel entry, DONE seen, product end, y read

@@ -3,19 +3,24 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <dirent.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "error.h"
 
 namespace hci {
 
 namespace {
+// HCINFER_CONTROLLER_LOG=1: the controller's decisions to stderr (diagnosis)
+bool controller_log() {
+  static const bool on = [] {
+    const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
+    return e && e[0] == '1';
+  }();
+  return on;
+}
+
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -56,6 +61,7 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
     for (int l : sp.linear) n_linears_ = std::max(n_linears_, l + 1);
     std::vector<int> r(size_t(sp.cp->layers()));
     for (int j = 0; j < sp.cp->layers(); ++j) r[size_t(j)] = sp.cp->r_max(j);
+    for (int v : r) full_rank_sum_ += v;
     ranks_.push_back(r);
   }
   n_linears_ = (n_linears_ + 6) / 7 * 7;
@@ -204,18 +210,16 @@ void CompServer::serve(uint32_t seq) {
   }
   pending_wait_ = p;
   ++pass_served_;
-  {
-    const int64_t b = cp.bytes_read(ranks);
-    if (b > (64 << 10)) {  // CPU speed from a substantial product (span includes a fork-join)
-      const double bps = double(b) / (double(std::max<int64_t>(span, 1000)) * 1e-9);
-      cpu_bps_ = cpu_bps_ > 0 ? 0.8 * cpu_bps_ + 0.2 * bps : bps;
-    }
+  const int64_t bytes = cp.bytes_read(ranks);
+  if (bytes > (64 << 10)) {  // CPU speed from a substantial product (span includes a fork-join)
+    const double bps = double(bytes) / (double(std::max<int64_t>(span, 1000)) * 1e-9);
+    cpu_bps_ = cpu_bps_ > 0 ? 0.8 * cpu_bps_ + 0.2 * bps : bps;
   }
   for (int j = 0; j < L && j < 16; ++j) pass_rank_[size_t(sp.linear[size_t(j)])] += ranks[j];
   st_.cpu_busy_ns += double(span);
   st_.bytes_to_host += int64_t(n) * cp.d_in() * 4;
   st_.bytes_to_device += int64_t(n) * width * 4;
-  st_.factor_bytes_read += cp.bytes_read(ranks);
+  st_.factor_bytes_read += bytes;
 }
 
 void CompServer::end_pass(uint32_t k) {
@@ -226,9 +230,8 @@ void CompServer::end_pass(uint32_t k) {
   std::lock_guard<std::mutex> lock(mu_);
   if (s.decode) {
     ++st_.steps;
-    double used = 0, full = 0;
-    for (const ServedPoint& sp : points_)
-      for (int j = 0; j < sp.cp->layers(); ++j) full += sp.cp->r_max(j);
+    double used = 0;
+    const double full = double(full_rank_sum_);
     for (size_t l = 0; l < pass_rank_.size(); ++l) {
       used += pass_rank_[l];
       rank_sum_[l] += pass_rank_[l];
@@ -242,42 +245,6 @@ void CompServer::end_pass(uint32_t k) {
   pass_served_ = 0;
 }
 
-namespace {
-// HCINFER_CONTROLLER_LOG=1 diagnosis of a long GPU wait: every runnable thread of the process
-// and the core it last ran on, and every other process's runnable threads.
-void log_runnable(int64_t wait_ns) {
-  std::fprintf(stderr, "long wait %.1f us; runnable threads (pid/tid comm state cpu):\n",
-               wait_ns / 1e3);
-  DIR* procs = opendir("/proc");
-  if (!procs) return;
-  while (dirent* p = readdir(procs)) {
-    if (p->d_name[0] < '0' || p->d_name[0] > '9') continue;
-    const std::string tasks = std::string("/proc/") + p->d_name + "/task";
-    DIR* d = opendir(tasks.c_str());
-    if (!d) continue;
-    while (dirent* t = readdir(d)) {
-      if (t->d_name[0] < '0' || t->d_name[0] > '9') continue;
-      std::ifstream f(tasks + "/" + t->d_name + "/stat");
-      std::string s;
-      std::getline(f, s);
-      const size_t r = s.rfind(')');
-      if (r == std::string::npos) continue;
-      const std::string comm = s.substr(s.find('(') + 1, r - s.find('(') - 1);
-      std::istringstream rest(s.substr(r + 2));
-      std::string field;
-      std::vector<std::string> v;
-      while (rest >> field) v.push_back(field);
-      // v[0] = state (field 3); processor is field 39 = v[36]
-      if (v.size() > 36 && v[0] == "R")
-        std::fprintf(stderr, "  %s/%s %s R cpu %s\n", p->d_name, t->d_name, comm.c_str(),
-                     v[36].c_str());
-    }
-    closedir(d);
-  }
-  closedir(procs);
-}
-}  // namespace
-
 void CompServer::account_wait(int q) {
   const uint32_t w = ch_.wait_ns ? reinterpret_cast<const std::atomic<uint32_t>*>(ch_.wait_ns)[q].load(
                                        std::memory_order_acquire)
@@ -286,15 +253,6 @@ void CompServer::account_wait(int q) {
   if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
   pass_wait_ns_ += int64_t(w);
-  static const bool log = [] {
-    const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
-    return e && e[0] == '1';
-  }();
-  static int logged = 0;
-  if (log && w > 1000000 && logged < 20) {
-    ++logged;
-    log_runnable(int64_t(w));
-  }
   if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
 }
 
@@ -319,19 +277,12 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
     bool zero = true;
     for (int r : ranks_[size_t(q)]) zero = zero && r == 0;
     if (zero) {
-      static const bool log = [] {
-        const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
-        return e && e[0] == '1';
-      }();
-      if (log)
+      if (controller_log())
         std::fprintf(stderr, "ctl point %d starved (span %.1f us, wait %.1f us)\n", q,
                      span_ns / 1e3, wait_ns / 1e3);
       ++starved_[size_t(q)];
       set_on(q, false);
-      ++version_;
-      skip_ = 2;
-      since_change_ = 0;
-      recent_.clear();
+      set_changed();
     }
   }
 }
@@ -378,12 +329,7 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
   if (cfg_.slowdown < 0) return;
   constexpr size_t kCalibPasses = 3;
   const int P = n_points();
-  // HCINFER_CONTROLLER_LOG=1: one line per decode pass to stderr (diagnosis)
-  static const bool log = [] {
-    const char* e = std::getenv("HCINFER_CONTROLLER_LOG");
-    return e && e[0] == '1';
-  }();
-  if (log) {
+  if (controller_log()) {  // one line per decode pass
     int n_on = 0;
     for (char c : on_) n_on += c ? 1 : 0;
     std::fprintf(stderr,
@@ -392,13 +338,6 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
                  int(phase_), skip_, since_change_, step_ns / 1e3, t0_ns_ / 1e3, served, n_on,
                  wait_ns / 1e3, cost_ns_ / 1e3);
   }
-  auto changed = [&] {
-    ++version_;
-    skip_ = 2;  // the engine may still run the old set for a step or two
-    since_change_ = 0;
-    recent_.clear();
-    own_.clear();
-  };
   // points by value, best first; ties: the longer backbone product (more time to hide under)
   auto ranked = [&](bool on) {
     std::vector<int> v;
@@ -425,7 +364,7 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     }
     for (int p = 0; p < P; ++p) set_on(p, false);
     phase_ = Phase::Calib;
-    changed();
+    set_changed();
     return;
   }
   if (skip_ > 0) {
@@ -444,14 +383,14 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     if (!saved_on_.empty()) {  // the set before the measurement, under its old version
       for (int p = 0; p < P; ++p) set_on(p, saved_on_[size_t(p)] != 0);
       saved_on_.clear();
-      changed();
+      set_changed();
       version_ = saved_version_;
       return;
     }
     const int k = std::min(P, int(cfg_.slowdown * double(t0_ns_) / std::max(cost_ns_, 1.0)));
     const std::vector<int> best = ranked(false);
     for (int i = 0; i < k; ++i) set_on(best[size_t(i)], true);
-    changed();
+    set_changed();
     return;
   }
   if (++passes_run_ >= cfg_.recalib_passes) {  // measure the backbone again
@@ -488,13 +427,21 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     const std::vector<int> on = ranked(true);
     const int k = std::min(n_on, int(std::ceil(excess / per)));
     for (int i = 0; i < k; ++i) set_on(on[on.size() - 1 - size_t(i)], false);
-    changed();
+    set_changed();
   } else if (-excess > 1.5 * cost_ns_ && since_change_ >= 8 && n_on < P) {
     const std::vector<int> off = ranked(false);
     const int k = std::clamp(int(-excess / (1.5 * per)), 1, int(off.size()));
     for (int i = 0; i < k; ++i) set_on(off[size_t(i)], true);
-    changed();
+    set_changed();
   }
+}
+
+void CompServer::set_changed() {
+  ++version_;
+  skip_ = 2;  // the engine may still run the old set for a step or two
+  since_change_ = 0;
+  recent_.clear();
+  own_.clear();
 }
 
 uint64_t CompServer::active_points(std::vector<char>& on) {

@@ -173,6 +173,7 @@ class CompServer {
   // the point set (under mu_)
   void control_points(int64_t step_ns, int64_t wait_ns, int served);
   void set_on(int p, bool on);
+  void set_changed();  // a new set: a new version, and its passes measured afresh
   double value(int p) const;
 
   std::vector<ServedPoint> points_;
@@ -220,6 +221,7 @@ class CompServer {
   CompServerStats st_;
   std::string error_;
   int n_linears_ = 0;
+  int64_t full_rank_sum_ = 0;  // Σ r_max over every point's layers
 
   // Pass ends the loop has processed; stats(), reset_stats() and ranks() first wait (briefly) for
   // it to reach the GPU's count, so a caller that has synchronized with the GPU sees every pass.

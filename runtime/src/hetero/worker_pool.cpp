@@ -38,13 +38,7 @@ WorkerPool::~WorkerPool() {
   cv_.notify_all();
   for (auto& t : threads_) t.join();
   restore_others();
-  if (caller_.tid != 0) {  // the caller back on its own cores, unless it moved itself since
-    cpu_set_t now;
-    if (sched_getaffinity(caller_.tid, sizeof now, &now) == 0 &&
-        std::memcmp(&now, caller_.after.data(), sizeof now) == 0)
-      sched_setaffinity(caller_.tid, sizeof now,
-                        reinterpret_cast<const cpu_set_t*>(caller_.before.data()));
-  }
+  restore(caller_);  // the caller back on its own cores
 }
 
 void WorkerPool::keep_others_off() {
@@ -75,13 +69,15 @@ void WorkerPool::keep_others_off() {
   closedir(d);
 }
 
+void WorkerPool::restore(const Moved& m) {
+  cpu_set_t now;
+  if (m.tid == 0 || sched_getaffinity(m.tid, sizeof now, &now) != 0) return;  // none, or gone
+  if (std::memcmp(&now, m.after.data(), sizeof now) != 0) return;  // changed by its owner since
+  sched_setaffinity(m.tid, sizeof now, reinterpret_cast<const cpu_set_t*>(m.before.data()));
+}
+
 void WorkerPool::restore_others() {
-  for (const Moved& m : moved_) {
-    cpu_set_t now;
-    if (sched_getaffinity(m.tid, sizeof now, &now) != 0) continue;  // gone
-    if (std::memcmp(&now, m.after.data(), sizeof now) != 0) continue;  // changed by its owner
-    sched_setaffinity(m.tid, sizeof now, reinterpret_cast<const cpu_set_t*>(m.before.data()));
-  }
+  for (const Moved& m : moved_) restore(m);
   moved_.clear();
 }
 

@@ -65,6 +65,8 @@ class WorkerPool {
     std::vector<unsigned char> before, after;  // cpu_set_t bytes
   };
   std::vector<Moved> moved_;
+  // m.tid back on m.before, unless its cores are no longer m.after (someone moved it since)
+  static void restore(const Moved& m);
   // The caller's cores before the pool pinned it, given back when the pool goes: a caller that
   // outlives the pool (a benchmark's thread, then the thread feeding the GPU) must not stay on a
   // worker core, where it would take turns with the next pool's spinning workers.
