@@ -306,10 +306,15 @@ export function weightsLabel(p: Pick<HeteroPoint, "bits" | "groupSize">): string
   return p.bits === 0 ? "fp16" : `W${p.bits} g${p.groupSize}`;
 }
 
+/** The controller's budget in words after a comma: "" (the default), `, 8%`, `, ranks only`. */
+function controllerBudget(p: HeteroPoint): string {
+  const pct = p.controllerSlowdownPct;
+  return pct === undefined || pct === 0 ? "" : pct < 0 ? ", ranks only" : `, ${pct}%`;
+}
+
 /** The controller's setting in words: `on` (default budget), `on, 8%`, `on, ranks only`. */
 export function controllerLabel(p: HeteroPoint): string {
-  const pct = p.controllerSlowdownPct;
-  return pct === undefined || pct === 0 ? "on" : pct < 0 ? "on, ranks only" : `on, ${pct}%`;
+  return `on${controllerBudget(p)}`;
 }
 
 /** The CPU settings of a point in words (`default threads`, `4 threads, fp32 factors`, ...). */
@@ -733,7 +738,7 @@ export function budgetRows(records: Rec[]): BudgetRow[] {
       placement: r.point.placement,
       rank: r.point.rank,
       cpu: cpuVariant(r.point) +
-        (r.point.rankController ? `, controller${controllerLabel(r.point).slice(2)}` : ""),
+        (r.point.rankController ? `, controller${controllerBudget(r.point)}` : ""),
       tokensPerS: tps,
       error: ok(r) ? null : r.metrics.error,
       peakDeviceBytes: r.metrics.peakDeviceBytes,
@@ -1050,7 +1055,7 @@ export function heteroRankFigure(records: Rec[]): NamedFigure {
     );
     // controller points at the rank of the factors held (it uses less)
     const k = `${head(r.point)} ${r.point.placement}` +
-      (r.point.rankController ? ` + controller${controllerLabel(r.point).slice(2)}` : "") +
+      (r.point.rankController ? ` + controller${controllerBudget(r.point)}` : "") +
       (cpu === "-" || cpu === "" ? "" : ` (${cpu})`);
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
@@ -1113,7 +1118,7 @@ export const heteroThroughput: Experiment<HeteroConfig, HeteroPoint, HeteroMetri
     `${p.model} ${weightsLabel(p)} ${p.placement}` + (p.rank ? ` rank ${p.rank}` : "") +
     ` batch ${p.batch}` + (p.budgetGiB === null ? "" : ` budget ${p.budgetGiB} GiB`) +
     (isCpu(p.placement) ? ` ${cpuVariant(p)}` : "") +
-    (p.rankController ? ` controller${controllerLabel(p).slice(2)}` : ""),
+    (p.rankController ? ` controller${controllerBudget(p)}` : ""),
   tables: heteroTables,
   writeReport: writeHeteroReport,
   figures: (records) => Promise.resolve([heteroRankFigure(records)]),
