@@ -11,6 +11,7 @@
 # GPU tests exit with code 77 (reported by ctest as skipped) when no GPU is usable.
 include(CheckLanguage)
 option(HCI_WITH_CUDA "Build the CUDA backend when nvcc is found" ON)
+option(HCI_KERNEL_STAMPS "Kernel timeline stamps in the batch-1 decode kernels (diagnostics)" OFF)
 set(HCI_GPU_ENABLED OFF)
 if(HCI_WITH_CUDA)
   check_language(CUDA)
@@ -55,6 +56,7 @@ if(HCI_GPU_ENABLED)
     src/gpu/device.cpp
     src/gpu/engine.cpp
     src/gpu/engine_hetero.cpp
+    src/gpu/kernel_timeline.cpp
     src/gpu/gemv.cu
     src/gpu/gemm.cu
     src/gpu/kernels.cu
@@ -65,6 +67,9 @@ if(HCI_GPU_ENABLED)
   target_include_directories(hcinfer_gpu PUBLIC include src src/gpu ${HCI_CUBLAS_INCLUDES})
   target_link_libraries(hcinfer_gpu PUBLIC hcinfer_core CUDA::cudart_static ${HCI_CUBLAS_LIBS})
   target_compile_definitions(hcinfer_gpu PRIVATE HCI_CUDA_ARCHS="sm ${HCI_ARCH_LIST}")
+  if(HCI_KERNEL_STAMPS)
+    target_compile_definitions(hcinfer_gpu PRIVATE HCI_KERNEL_STAMPS=1)
+  endif()
   target_compile_options(hcinfer_gpu PRIVATE
     $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra>
     $<$<COMPILE_LANGUAGE:CUDA>:-Xptxas=-warn-spills>)

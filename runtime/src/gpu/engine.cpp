@@ -231,6 +231,14 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     norm_in_ = any && !(norm_in && norm_in[0] == '0');
     const char* prof = std::getenv("HCINFER_PROFILE");
     profile_ = prof && prof[0] == '1';
+    // Batch-1 step diagnostics and tuning (README of results/decode-profile): the kernel
+    // timeline in bench (HCINFER_KERNEL_STAMPS=1); the lean 4-bit GEMV triggers its dependents at
+    // its start, so their launch is not on the critical path (HCINFER_Q4_EARLY=0: after its
+    // loop; H200 W4 decode 572 -> 602 tok/s).
+    const char* stamps = std::getenv("HCINFER_KERNEL_STAMPS");
+    kernel_stamps_ = stamps && stamps[0] == '1';
+    const char* early = std::getenv("HCINFER_Q4_EARLY");
+    set_qgemv4_early_trigger(!(early && early[0] == '0'));
   }
   if (p.controller_slowdown_pct < -1 || p.controller_slowdown_pct > 1000)
     fail(HCI_ERR_INVALID_ARGUMENT,
@@ -1009,6 +1017,36 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   mark(kProfDown);
 }
 
+void GpuModel::print_kernel_timeline(int nb, int prompt_len) {
+  if (!kernel_stamps_compiled()) {
+    std::fprintf(stderr, "kernel timeline: this build records no kernel stamps (configure with "
+                         "-DHCI_KERNEL_STAMPS=ON)\n");
+    return;
+  }
+  for (int b = 0; b < nb; ++b) seq_len_[size_t(b)] = prompt_len;
+  HCI_CUDA(cudaMemcpyAsync(seq_len_d_, seq_len_.data(), size_t(nb) * 4, cudaMemcpyHostToDevice,
+                           stream_));
+  constexpr unsigned kCap = 1u << 16;
+  DeviceBuffer buf(*alloc_, int64_t(kCap) * int64_t(sizeof(KernelStamp)), "kernel stamps");
+  HCI_CUDA(cudaMemsetAsync(buf.get(), 0, size_t(buf.bytes()), stream_));
+  sync();
+  bind_kernel_stamps(buf.as<KernelStamp>(), kCap);
+  try {
+    launch_decode(nb, true);
+    sync();
+  } catch (...) {
+    bind_kernel_stamps(nullptr, 0);
+    throw;
+  }
+  bind_kernel_stamps(nullptr, 0);
+  std::vector<KernelStamp> host(kCap);
+  HCI_CUDA(cudaMemcpy(host.data(), buf.get(), host.size() * sizeof(KernelStamp),
+                      cudaMemcpyDeviceToHost));
+  for (int b = 0; b < nb; ++b) seq_len_[size_t(b)] = prompt_len + 1;
+  const std::string r = kernel_timeline_report(host.data(), host.size(), bits_, group_);
+  std::fprintf(stderr, "%s", r.c_str());
+}
+
 void GpuModel::run_layers(int n) {
   // Which compensation this pass applies: the device factors (GPU placement, or prefill of a CPU
   // placement with prefill_comp GPU), or the CPU's through the channel.
@@ -1435,6 +1473,7 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
   for (cudaEvent_t e : {e0, e1, e2, e3, ahead[0], ahead[1]})
     if (e) cudaEventDestroy(e);
   print_handoff_trace();
+  if (kernel_stamps_ && graph) print_kernel_timeline(B, p.prompt_len);
   if (profile_ && n_off_ == 0) {
     // from the end of the prompts again (the cache is full after the timed steps)
     for (int b = 0; b < B; ++b) seq_len_[size_t(b)] = p.prompt_len;

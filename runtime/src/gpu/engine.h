@@ -180,6 +180,9 @@ class GpuModel {
   DeviceBuffer trace_;  // HCINFER_HANDOFF_TRACE=1: [points, kTraceSlots] import stamps
   // HCINFER_HANDOFF_TRACE=1: the last decode pass's import timings per input group, to stderr
   void print_handoff_trace();
+  // HCINFER_KERNEL_STAMPS=1: one more graph decode step from the end of the prompts with the
+  // kernel stamps bound, its timeline (kernel_timeline.h) to stderr
+  void print_kernel_timeline(int nb, int prompt_len);
   std::vector<DeviceBuffer> arenas_;  // resident blocks
   std::vector<DeviceBuffer> slots_;   // staging for streamed blocks
   std::vector<PinnedBuffer> host_arenas_;  // offloaded blocks
@@ -232,6 +235,7 @@ class GpuModel {
   bool norm_in_ = true;       // batch-1 packed GEMVs normalize their input (NormIn), no norm kernel
   bool decode_active_ = false, xn_ready_ = false;
   unsigned* counter_d_ = nullptr;
+  bool kernel_stamps_ = false;  // HCINFER_KERNEL_STAMPS=1: bench prints a kernel timeline
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr
   std::vector<std::pair<int, cudaEvent_t>>* prof_ = nullptr;
 };

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "device_util.cuh"
 #include "kernels.h"
+#include "kernel_stamps.cuh"
 #include "launch.cuh"
 
 namespace hci::gpu {
@@ -438,12 +439,14 @@ __global__ void __launch_bounds__(kDecWarps * 32)
                                  const float2* __restrict__ cs, const int* __restrict__ row_seq,
                                  const int* __restrict__ row_pos, KV* __restrict__ kc,
                                  KV* __restrict__ vc, int n_ctx, float scale,
-                                 TO* __restrict__ out, int ldo) {
+                                 TO* __restrict__ out, int ldo, int tag) {
   constexpr int HALF = HD / 2, G = HD / 8, KPW = 32 / G, E = HD / 32, NT = kDecWarps * 32;
   extern __shared__ float s[];  // [L] scores, then probabilities
   __shared__ float qs[HD], ks[HD], vs[HD];
   __shared__ float part[kDecWarps][HD];
   __shared__ float red[32];
+  __shared__ int kslot;
+  kstamp_begin(&kslot, kKindAttention, tag, n_heads, HD);
   pdl_trigger();
   const int h = blockIdx.x, i = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -453,6 +456,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     prefetch_kv_l2<KV, HD>(kc + b0, vc + b0, kvd, min(row_pos[i], n_ctx - 1));
   }
   pdl_wait();
+  kstamp_at(&kslot, 1);
   const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
   const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
   const KV* K = kc + base;
@@ -573,6 +577,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     for (int w = 0; w < kDecWarps; ++w) a += part[w][t];
     out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(a * inv);
   }
+  kstamp_at(&kslot, 4);
 }
 
 template <typename T>
@@ -872,7 +877,8 @@ void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv,
     constexpr int HD = decltype(head_dim)::value;
     if (smem)
       launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, HD>, grid, tb, sbytes, s,
-               qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+               qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo,
+               next_stamp_tag());
     else
       launch_k("attention_decode", attention_decode_kernel<KV, TO, HD / 32>, grid, tb, 0, s, qkv,
                ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
@@ -986,5 +992,7 @@ void read_stream(const void* p, int64_t bytes, float* sink, cudaStream_t s) {
                                                    sink);
   HCI_LAUNCH_CHECK("read_stream");
 }
+
+HCI_KERNEL_STAMPS_SETTER(bind_stamps_kernels)
 
 }  // namespace hci::gpu

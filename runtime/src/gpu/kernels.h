@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernel_timeline.h"
 #include "pack.h"
 
 namespace hci::gpu {
@@ -37,6 +38,17 @@ struct NormIn {
   const float* gamma = nullptr;  // [d_in]; nullptr: no norm, the GEMV's fp16 input is used
   float eps = 0.f;
 };
+
+// The lean 4-bit GEMV triggers its dependents (PDL) at its start (default) or after its main loop
+// (tuning; process-wide).
+void set_qgemv4_early_trigger(bool on);
+
+// Whether this build records kernel stamps (CMake option HCI_KERNEL_STAMPS).
+bool kernel_stamps_compiled();
+// Bind (nullptr: unbind) the stamp buffer of the instrumented kernels of gemv.cu and kernels.cu.
+void bind_kernel_stamps(KernelStamp* buf, unsigned cap);
+// The host launch counter whose value the next instrumented launch records as its tag.
+int next_stamp_tag();
 
 // y[b*ldy + r] (+)= sum_k W[r*d_in + k] * x[b*ldx + k] for b < nb (1..16), r < d_out.
 // W, x: dtype t (16-byte aligned rows; d_in and ldx multiples of 8).
