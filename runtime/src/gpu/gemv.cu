@@ -944,7 +944,13 @@ bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in
 // weight loads issued before their wait; the kernel timeline (HCINFER_KERNEL_STAMPS) shows each
 // successor's wait released 0.5-0.9 us after this kernel's last block. Triggered after the main
 // loop instead: 572 against 602 tok/s (H200, same call; ~0.7 us per GEMV). With the fp16 input's
-// loads all issued before their first use (down: 3 rounds of 512 pieces): 585 -> 623 tok/s.
+// loads all issued before their first use (down: 3 rounds of 512 pieces): 585 -> 605 tok/s
+// (623 on one machine). Also tried then (same-call A/B, results/decode-profile/README.md): L2
+// prefetch hints for the next product's rows or a warp's next units (slower), the gated product's
+// last round split over the row (slower), the input row by one bulk copy (TMA; its staging took
+// longer) and the codes through per-warp shared-memory rings filled by bulk copies (loops up to
+// 4.0 TB/s while the ring was filled before the input was staged, but the reads queued ahead of
+// the PDL release and the input: 470-517 tok/s against 605).
 // Measured (H200, Llama-2-7B W4 g128 batch-1 graph decode): 446 -> 590 tok/s with the attention
 // changes of the same commits. Tried and dropped: feeding each warp from a cp.async ring of 2-3
 // stages in shared memory (523 tok/s: more instructions) and double-buffering stages in
@@ -973,64 +979,16 @@ __device__ __forceinline__ uint32_t lop_or_magic(uint32_t v, uint32_t magic) {
   return r;
 }
 
-template <int RPW, int U, bool SILU>
-__global__ void __launch_bounds__(kQ4Threads, 1)
-    qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
-                  int accumulate, int pair, __half* __restrict__ H, int gshift5,
-                  NormEpilogue norm, NormIn nin, uint32_t magic, int early, int tag) {
-  static_assert(!SILU || RPW == 2, "SILU pairs two rows");
-  extern __shared__ uint4 xs[];  // [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e
-  __shared__ float red[kQ4Warps];
-  __shared__ int kslot;
-  kstamp_begin(&kslot, SILU ? kKindQgemv4Silu : kKindQgemv4, tag, w.d_out, w.d_in);
-  if (early) pdl_trigger();
+// The lean kernels' prologue after the PDL wait (every thread of the block): stages
+// x' = x * 2^-e per 32-element chunk into xs (piece-major) and 2^e into xsc; with NormIn, x is
+// gamma * residual and the norm's scale rsqrt(mean(residual²) + eps) is returned (else 1).
+// ga0/gb0: this thread's first 8 gamma values, loaded before the wait.
+__device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __restrict__ X,
+                                          const NormIn& nin, float4 ga0, float4 gb0, uint4* xs,
+                                          float* xsc, float* red) {
   const int lane = threadIdx.x & 31;
-  const int gw = blockIdx.x * kQ4Warps + (threadIdx.x >> 5);
-  const int nw = gridDim.x * kQ4Warps;
-  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
-  const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row = chunks of x
-  const int n_groups = w.d_in / w.group;
-  float* xsc = reinterpret_cast<float*>(xs + 4 * steps);
-
-  uint4 q[U][RPW];
-  uint32_t szw[RPW];          // lane L: the pair of group (kb >> gshift5) + L of each row
-  const uint4* qrow[RPW];     // this unit's rows: the lane's code vector of the next step
-  const uint32_t* srow[RPW];  // and the rows' (scale, zero) pairs
-  auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
-  auto rows = [&](int unit) {
-#pragma unroll
-    for (int r = 0; r < RPW; ++r) {
-      const int row = min(row_of(unit, r), w.d_out - 1);  // a clamped row is computed, not stored
-      qrow[r] = reinterpret_cast<const uint4*>(w.lo + int64_t(row) * w.lo_row_bytes) + lane;
-      srow[r] = w.sz + int64_t(row) * n_groups;
-    }
-  };
-  auto load = [&](int kb) {
-    const int gi = (kb >> gshift5) + lane;
-#pragma unroll
-    for (int r = 0; r < RPW; ++r) {
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (kb + u * 32 + lane < steps) q[u][r] = __ldcs(qrow[r] + u * 32);  // (else unused)
-      qrow[r] += 32 * U;
-      szw[r] = gi < n_groups ? __ldg(srow[r] + gi) : 0u;
-    }
-  };
-
-  if (gw < units) {
-    rows(gw);
-    load(0);
-  }
-  // gamma is a weight too: this thread's first 8 values before the wait
-  float4 ga0 = make_float4(0.f, 0.f, 0.f, 0.f), gb0 = ga0;
-  if (nin.gamma && int(threadIdx.x) < (w.d_in >> 3)) {
-    const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * threadIdx.x;
-    ga0 = __ldg(g4);
-    gb0 = __ldg(g4 + 1);
-  }
-  pdl_wait();  // weights are constant; x and y come from earlier kernels
-  kstamp_at(&kslot, 1);
-  // Stage x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk); with NormIn x is
+  const int steps = w.d_in >> 5;
+  // x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk); with NormIn x is
   // gamma * residual (rounded to fp16, as the separate norm kernel would round its output) and the
   // residual's sum of squares is reduced on the way. Every block stages all of x, so this runs on
   // every multiprocessor: exponents by bit operations, scaling by exact powers of two.
@@ -1103,7 +1061,6 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
     if (lane == 0) red[threadIdx.x >> 5] = ss;
   }
   __syncthreads();  // x' and the warps' sums of squares
-  kstamp_at(&kslot, 2);
   float inv = 1.f;  // the norm's scale, applied to the row sums
   if (nin.gamma) {
     ss = 0.f;
@@ -1112,6 +1069,68 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
     inv = rsqrtf(ss / float(w.d_in) + nin.eps);
   }
 
+  return inv;
+}
+
+template <int RPW, int U, bool SILU>
+__global__ void __launch_bounds__(kQ4Threads, 1)
+    qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
+                  int accumulate, int pair, __half* __restrict__ H, int gshift5,
+                  NormEpilogue norm, NormIn nin, uint32_t magic, int early, int tag) {
+  static_assert(!SILU || RPW == 2, "SILU pairs two rows");
+  extern __shared__ uint4 xs[];  // [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e
+  __shared__ float red[kQ4Warps];
+  __shared__ int kslot;
+  kstamp_begin(&kslot, SILU ? kKindQgemv4Silu : kKindQgemv4, tag, w.d_out, w.d_in);
+  if (early) pdl_trigger();
+  const int lane = threadIdx.x & 31;
+  const int gw = blockIdx.x * kQ4Warps + (threadIdx.x >> 5);
+  const int nw = gridDim.x * kQ4Warps;
+  const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row = chunks of x
+  const int n_groups = w.d_in / w.group;
+  float* xsc = reinterpret_cast<float*>(xs + 4 * steps);
+
+  uint4 q[U][RPW];
+  uint32_t szw[RPW];          // lane L: the pair of group (kb >> gshift5) + L of each row
+  const uint4* qrow[RPW];     // this unit's rows: the lane's code vector of the next step
+  const uint32_t* srow[RPW];  // and the rows' (scale, zero) pairs
+  auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
+  auto rows = [&](int unit) {
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+      const int row = min(row_of(unit, r), w.d_out - 1);  // a clamped row is computed, not stored
+      qrow[r] = reinterpret_cast<const uint4*>(w.lo + int64_t(row) * w.lo_row_bytes) + lane;
+      srow[r] = w.sz + int64_t(row) * n_groups;
+    }
+  };
+  auto load = [&](int kb) {
+    const int gi = (kb >> gshift5) + lane;
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (kb + u * 32 + lane < steps) q[u][r] = __ldcs(qrow[r] + u * 32);  // (else unused)
+      qrow[r] += 32 * U;
+      szw[r] = gi < n_groups ? __ldg(srow[r] + gi) : 0u;
+    }
+  };
+
+  if (gw < units) {
+    rows(gw);
+    load(0);
+  }
+  // gamma is a weight too: this thread's first 8 values before the wait
+  float4 ga0 = make_float4(0.f, 0.f, 0.f, 0.f), gb0 = ga0;
+  if (nin.gamma && int(threadIdx.x) < (w.d_in >> 3)) {
+    const float4* g4 = reinterpret_cast<const float4*>(nin.gamma) + 2 * threadIdx.x;
+    ga0 = __ldg(g4);
+    gb0 = __ldg(g4 + 1);
+  }
+  pdl_wait();  // weights are constant; x and y come from earlier kernels
+  kstamp_at(&kslot, 1);
+  const float inv = q4_stage(w, X, nin, ga0, gb0, xs, xsc, red);
+  kstamp_at(&kslot, 2);
   const __half2 r16 = __float2half2_rn(0.0625f);
   const uint4* xl = xs + lane;
   const float* xscl = xsc + lane;
@@ -1196,9 +1215,9 @@ void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int p
   auto kern = qgemv4_kernel<RPW, U, SILU>;
   const size_t smem = size_t(w.d_in) * 2 + size_t(w.d_in / 32) * 4;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
+  const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two, 128..4096)
   static int occ_cache[2] = {-1, 1};
   const int blocks = persistent_blocks(kern, kQ4Threads, smem, units, occ_cache);
-  const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two, 128..4096)
   launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift5,
            norm, g_norm_in, 0x64006400u, g_q4_early, next_stamp_tag());
