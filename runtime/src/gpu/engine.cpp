@@ -234,11 +234,11 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     // Batch-1 step diagnostics and tuning (README of results/decode-profile): the kernel
     // timeline in bench (HCINFER_KERNEL_STAMPS=1); the lean 4-bit GEMV triggers its dependents at
     // its start, so their launch is not on the critical path (HCINFER_Q4_EARLY=0: after its
-    // loop; H200 W4 decode 572 -> 602 tok/s).
+    // loop; H200 W4 decode 572 -> 602 tok/s), in passes without CPU hand-offs (run_layers).
     const char* stamps = std::getenv("HCINFER_KERNEL_STAMPS");
     kernel_stamps_ = stamps && stamps[0] == '1';
     const char* early = std::getenv("HCINFER_Q4_EARLY");
-    set_qgemv4_early_trigger(!(early && early[0] == '0'));
+    q4_early_ = !(early && early[0] == '0');
   }
   if (p.controller_slowdown_pct < -1 || p.controller_slowdown_pct > 1000)
     fail(HCI_ERR_INVALID_ARGUMENT,
@@ -1054,6 +1054,10 @@ void GpuModel::run_layers(int n) {
   host_comp_now_ = server_ && !(prefill && p_.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
   gpu_comp_now_ = placement_ == HCI_GPU_PLACE_GPU || (server_ && !host_comp_now_);
   if (server_) check_server();
+  // The lean GEMV's early PDL trigger, not in passes with hand-offs to the CPU: there it cost
+  // cpu-async rank 8 299.5 -> 273.0 tok/s and cpu-sync 197.4 -> 190.1 (H200, same call), while
+  // the bare backbone gained 589.7 -> 605.3. (Captured into the graph with its launches.)
+  set_qgemv4_early_trigger(q4_early_ && !host_comp_now_);
   exported_ = -1;
   if (host_comp_now_) comp_pass_begin(chan_, stream_);
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);

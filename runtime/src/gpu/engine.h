@@ -236,6 +236,7 @@ class GpuModel {
   bool decode_active_ = false, xn_ready_ = false;
   unsigned* counter_d_ = nullptr;
   bool kernel_stamps_ = false;  // HCINFER_KERNEL_STAMPS=1: bench prints a kernel timeline
+  bool q4_early_ = true;        // HCINFER_Q4_EARLY (0: off): the lean GEMV's early PDL trigger
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr
   std::vector<std::pair<int, cudaEvent_t>>* prof_ = nullptr;
 };
