@@ -104,6 +104,10 @@ if(BUILD_TESTING)
     target_link_libraries(test_gpu_kernels PRIVATE hcinfer_gpu)
     add_test(NAME gpu_kernels COMMAND test_gpu_kernels)
     set_tests_properties(gpu_kernels PROPERTIES SKIP_RETURN_CODE 77)
+    # The kernel timeline report (host code; runs without a GPU).
+    add_executable(test_kernel_timeline tests/test_kernel_timeline.cpp)
+    target_link_libraries(test_kernel_timeline PRIVATE hcinfer_gpu)
+    add_test(NAME kernel_timeline COMMAND test_kernel_timeline)
   endif()
 endif()
 

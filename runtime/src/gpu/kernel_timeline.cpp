@@ -73,7 +73,7 @@ void line(std::string& out, const char* fmt, ...) {
 std::string kernel_timeline_report(const KernelStamp* s, size_t n, int bits, int group) {
   std::map<std::pair<int, int>, std::vector<const KernelStamp*>> by;  // (tag, kind) -> blocks
   for (size_t i = 0; i < n; ++i)
-    if (s[i].t[0] != 0) by[{s[i].tag, s[i].kind}].push_back(&s[i]);
+    if (s[i].kind != 0) by[{s[i].tag, s[i].kind}].push_back(&s[i]);  // (unused slots: kind 0)
   std::vector<Launch> ls;
   for (const auto& [key, blocks] : by) {
     Launch l;
