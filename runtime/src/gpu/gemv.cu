@@ -29,7 +29,9 @@ int g_float_variant = 0;
 NormEpilogue g_norm;  // the epilogue of the launch being issued (set around one gemv/qgemv call)
 NormIn g_norm_in;     // the prologue norm of the launch being issued (likewise)
 int g_packed_variant = 0;
-int g_q4_early = 1;   // the lean 4-bit GEMV triggers its dependents at its start (tuning)
+// the lean 4-bit GEMV triggers its dependents at its start (set per forward pass by the engine,
+// hence per thread)
+thread_local int g_q4_early = 1;
 int g_stamp_tag = 0;  // host launch counter recorded by instrumented kernels (kernel_stamps.cuh)
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }

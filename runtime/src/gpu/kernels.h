@@ -39,8 +39,8 @@ struct NormIn {
   float eps = 0.f;
 };
 
-// The lean 4-bit GEMV triggers its dependents (PDL) at its start (default) or after its main loop
-// (tuning; process-wide).
+// The lean 4-bit GEMV triggers its dependents (PDL) at its start (default) or after its main loop,
+// for the launches that follow from this thread (the engine sets it per forward pass).
 void set_qgemv4_early_trigger(bool on);
 
 // Whether this build records kernel stamps (CMake option HCI_KERNEL_STAMPS).
