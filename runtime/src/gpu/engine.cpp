@@ -1056,8 +1056,11 @@ void GpuModel::run_layers(int n) {
   if (server_) check_server();
   // The lean GEMV's early PDL trigger, not in passes with hand-offs to the CPU: there it cost
   // cpu-async rank 8 299.5 -> 273.0 tok/s and cpu-sync 197.4 -> 190.1 (H200, same call), while
-  // the bare backbone gained 589.7 -> 605.3. (Captured into the graph with its launches.)
-  set_qgemv4_early_trigger(q4_early_ && !host_comp_now_);
+  // the bare backbone gained 589.7 -> 605.3. A decode pass whose points the rank controller has
+  // all turned off hands nothing over. (Captured into the graph with its launches.)
+  const bool all_off = decode_active_ && !point_on_.empty() &&
+                       std::none_of(point_on_.begin(), point_on_.end(), [](char on) { return on; });
+  set_qgemv4_early_trigger(q4_early_ && (!host_comp_now_ || all_off));
   exported_ = -1;
   if (host_comp_now_) comp_pass_begin(chan_, stream_);
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);
