@@ -234,7 +234,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     // Batch-1 step diagnostics and tuning (README of results/decode-profile): the kernel
     // timeline in bench (HCINFER_KERNEL_STAMPS=1); the lean 4-bit GEMV triggers its dependents at
     // its start, so their launch is not on the critical path (HCINFER_Q4_EARLY=0: after its
-    // loop; H200 W4 decode 572 -> 602 tok/s), in passes without CPU hand-offs (run_layers).
+    // loop; H200 W4 decode 572 -> 602 tok/s), except next to CPU hand-offs (run_block).
     const char* stamps = std::getenv("HCINFER_KERNEL_STAMPS");
     kernel_stamps_ = stamps && stamps[0] == '1';
     const char* early = std::getenv("HCINFER_Q4_EARLY");
@@ -895,6 +895,15 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   // consume them inside the product (the RMSNorm epilogue, gate/up + SiLU).
   int pt[4] = {-1, -1, -1, -1};
   for (int g = 0; g < 4; ++g) pt[g] = point_at(l, g);
+  // The lean GEMV's early PDL trigger for group g's product: not next to a hand-off (a point on
+  // its own group, whose import follows it, or on the next group, whose export follows it): there
+  // it cost cpu-async rank 8 299.5 -> 273.0 tok/s and cpu-sync 197.4 -> 190.1 (H200, same call),
+  // while the bare backbone gained 589.7 -> 605.3. (Captured into the graph with the launch.)
+  const int pt_after = l + 1 < sh_.n_layers ? point_at(l + 1, 0) : -1;
+  auto early_for = [&](int g) {
+    const int next = g < 3 ? pt[g + 1] : pt_after;
+    set_qgemv4_early_trigger(q4_early_ && pt[g] < 0 && next < 0);
+  };
   // Decode with CPU compensation: a point's import kernel also applies what the corrected product
   // could not fuse (the RMSNorm after o and down, SiLU gating after gate/up) and hands the next
   // point its input, in place of three kernels (comp_import_then).
@@ -932,6 +941,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   ne.eps = eps;
   ne.out = xn_.get();
   if (pt[0] >= 0) begin_point(pt[0], xn_.get(), d, d, n);
+  early_for(0);
   for (const LinOp& op : B.ops[0])
     run_op(op, base, xn_.get(), d, n, qkv_.as<float>(), ldqkv, false, nullptr, qkv_norm_in);
   if (pt[0] >= 0) end_point(pt[0], qkv_.as<float>(), ldqkv, n);
@@ -952,6 +962,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   bool normed = false;
   ne.gamma = reinterpret_cast<const float*>(base + B.mlp_norm_off);
   if (pt[1] >= 0) begin_point(pt[1], att_.get(), qd, qd, n);
+  early_for(1);
   for (const LinOp& op : B.ops[1])
     normed = run_op(op, base, att_.get(), qd, n, x, d, true,
                     fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
@@ -967,6 +978,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   const NormIn* mlp_norm_in = normed ? nullptr : norm_before(2, B.mlp_norm_off, nin_mlp);
   mark(kProfNorm);
   if (pt[2] >= 0) begin_point(pt[2], xn_.get(), d, d, n);
+  early_for(2);
   if (pt[2] >= 0 || !gate_up_fused(B, base, n, mlp_norm_in)) {
     for (const LinOp& op : B.ops[2])
       run_op(op, base, xn_.get(), d, n, gu_.as<float>(), 2 * dff, false, nullptr, mlp_norm_in);
@@ -996,6 +1008,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
                    : final_norm_.as<float>();
   normed = false;
   if (pt[3] >= 0) begin_point(pt[3], h_.get(), dff, dff, n);
+  early_for(3);
   for (const LinOp& op : B.ops[3])
     normed = run_op(op, base, h_.get(), dff, n, x, d, true,
                     fuse && pt[3] < 0 && B.ops[3].size() == 1 ? &ne : nullptr);
@@ -1054,13 +1067,6 @@ void GpuModel::run_layers(int n) {
   host_comp_now_ = server_ && !(prefill && p_.prefill_comp == HCI_GPU_PREFILL_COMP_GPU);
   gpu_comp_now_ = placement_ == HCI_GPU_PLACE_GPU || (server_ && !host_comp_now_);
   if (server_) check_server();
-  // The lean GEMV's early PDL trigger, not in passes with hand-offs to the CPU: there it cost
-  // cpu-async rank 8 299.5 -> 273.0 tok/s and cpu-sync 197.4 -> 190.1 (H200, same call), while
-  // the bare backbone gained 589.7 -> 605.3. A decode pass whose points the rank controller has
-  // all turned off hands nothing over. (Captured into the graph with its launches.)
-  const bool all_off = decode_active_ && !point_on_.empty() &&
-                       std::none_of(point_on_.begin(), point_on_.end(), [](char on) { return on; });
-  set_qgemv4_early_trigger(q4_early_ && (!host_comp_now_ || all_off));
   exported_ = -1;
   if (host_comp_now_) comp_pass_begin(chan_, stream_);
   embed(dt_, embed_.get(), sh_.d_model, tok_d_, n, x_.as<float>(), stream_);
