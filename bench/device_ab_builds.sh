@@ -3,7 +3,8 @@
 # runs interleaved so that clock and thermal drift fall on every build alike.
 #   bash bench/device_ab_builds.sh ROUNDS LABEL=SRC_DIR[:CMAKE_CUDA_FLAGS] ... -- "ENV=V ..." ...
 # SRC_DIR is a folder holding runtime/ (the checkout: .); the variants after -- are environment
-# settings run with every build ("-" for none). decode_bench: llama-2-7b W4 g128, 64 new tokens.
+# settings run with every build ("-" for none). decode_bench: llama-2-7b W4 g128, 64 new tokens,
+# plus $DECODE_ARGS (e.g. "--placement cpu-async --rank 8").
 set -uo pipefail
 rounds=$1
 shift
@@ -45,7 +46,7 @@ for r in $(seq 1 "$rounds"); do
       envs=()
       [ "$v" != "-" ] && read -r -a envs <<<"$v"
       line=$(env "${envs[@]}" timeout 150 "${!bin_var}" --model llama-2-7b --bits 4 --new 64 \
-             --repeats 5 2>"$OUT/err.txt" | grep "tok/s")
+             --repeats 5 ${DECODE_ARGS:-} 2>"$OUT/err.txt" | grep "tok/s")
       [ -z "$line" ] && line="FAILED: $(tail -2 "$OUT/err.txt")"
       echo "r$r $label [$v]: $line" | tee -a "$LOG"
     done
