@@ -112,7 +112,7 @@ std::string kernel_timeline_report(const KernelStamp* s, size_t n, int bits, int
             "last loop, span = last exit; GB/s = weight bytes / loop");
   line(out, "%-26s %6s %9s %8s %7s %7s %7s %7s %7s %7s", "launch", "blocks", "at", "resident",
        "release", "stage", "loop", "tail", "epi", "span");
-  // every launch of the first two layers' worth and the last few; the averages cover all
+  // the first 12 launches and the last 4 in full; the means cover every launch after the first
   std::map<std::string, std::vector<Phases>> per;
   std::vector<std::string> order;
   unsigned long long prev_end = ls.front().first_in;
@@ -151,7 +151,7 @@ std::string kernel_timeline_report(const KernelStamp* s, size_t n, int bits, int
     line(out, "%-26s %6zu %8.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.2f %7.0f", nm.c_str(), v.size(),
          m.resident, m.release, m.stage, m.loop, m.tail, m.epi, m.span, m.gbps);
   }
-  line(out, "sum of spans after the first launch: %.1f us", total / 1.0);
+  line(out, "sum of spans after the first launch: %.1f us", total);
   return out;
 }
 
