@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace hci::gpu {
 
@@ -25,20 +26,17 @@ __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162f
 __device__ __forceinline__ float to_float(float v) { return v; }
 
 // The 8 fp16 / bf16 values of a 16-byte vector as floats (the last argument picks the type).
-__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __half) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
+template <typename T>
+__device__ __forceinline__ void to_float8(const uint4& v, float f[8], T) {
+  static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "fp16 or bf16");
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(&v);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-__device__ __forceinline__ void to_float8(const uint4& v, float f[8], __nv_bfloat16) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(h[i]);
+    float2 t;
+    if constexpr (std::is_same_v<T, __half>)
+      t = __half22float2(*reinterpret_cast<const __half2*>(w + i));
+    else
+      t = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(w + i));
     f[2 * i] = t.x;
     f[2 * i + 1] = t.y;
   }

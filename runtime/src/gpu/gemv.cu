@@ -946,8 +946,8 @@ bool qgemv1_eligible(const PackedView& w) { return w.d_in <= kS1MaxDin && w.d_in
 // weight loads issued before their wait; the kernel timeline (HCINFER_KERNEL_STAMPS) shows each
 // successor's wait released 0.5-0.9 us after this kernel's last block. Triggered after the main
 // loop instead: 572 against 602 tok/s (H200, same call; ~0.7 us per GEMV). With the fp16 input's
-// loads all issued before their first use (down: 3 rounds of 512 pieces): 585 -> 605 tok/s
-// (623 on one machine). Also tried then (same-call A/B, results/decode-profile/README.md): L2
+// loads all issued before their first use (down: 3 rounds of 512 pieces): 585 -> 605 tok/s.
+// Also tried then (same-call A/B, results/decode-profile/README.md): L2
 // prefetch hints for the next product's rows or a warp's next units (slower), the gated product's
 // last round split over the row (slower), the input row by one bulk copy (TMA; its staging took
 // longer) and the codes through per-warp shared-memory rings filled by bulk copies (loops up to

@@ -37,12 +37,11 @@ __device__ __forceinline__ unsigned long long kstamp_now() {
 // Whether a stamp buffer is bound (uniform over the grid).
 __device__ __forceinline__ bool kstamps_on() { return HCI_KERNEL_STAMPS && g_kstamps != nullptr; }
 
-// Block entry (every thread calls it; thread 0 takes the slot, -1 when off): returns whether
-// stamps are on.
-__device__ __forceinline__ bool kstamp_begin(int* slot, int kind, int tag, int d_out, int d_in) {
+// Block entry (thread 0 takes the slot; -1 when off).
+__device__ __forceinline__ void kstamp_begin(int* slot, int kind, int tag, int d_out, int d_in) {
   if (!kstamps_on()) {
     if (threadIdx.x == 0) *slot = -1;
-    return false;
+    return;
   }
   KernelStamp* s = g_kstamps;
   if (threadIdx.x == 0) {
@@ -62,7 +61,6 @@ __device__ __forceinline__ bool kstamp_begin(int* slot, int kind, int tag, int d
       k.d_in = d_in;
     }
   }
-  return true;
 }
 
 // Phase stamp i (1..kKernelStampPhases-1) by thread 0. The clock is read before anything else:
