@@ -1,6 +1,6 @@
 // The compensation server (the CPU side of cpu-sync / cpu-async) with a CPU thread playing the
-// GPU stream exactly as the decode graph does: write x and the header, READY, backbone work,
-// wait for DONE (timing the wait on its own clock), read y. Checks the corrections against the
+// GPU stream exactly as the decode graph does: write x and the header as tagged words, backbone
+// work, wait for the correction (timing the wait on its own clock), read y. Checks the corrections against the
 // float64 reference at every hand-off, decode and prefill row counts, fixed ranks, the protocol
 // error path, and the rank controller's response to a GPU window shorter and longer than the
 // CPU's work.
@@ -9,11 +9,13 @@
 #include <chrono>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "check.h"
 #include "error.h"
 #include "hetero/comp_server.h"
+#include "safetensors.h"  // f32_to_f16, f16_to_f32
 #include "test_util.h"
 
 using namespace hci;
@@ -50,7 +52,8 @@ std::vector<ServedPoint> tiny_points(FactorType type, int r) {
 // The channel's memory, as the engine lays it out in mapped host memory.
 struct FakeChannel {
   ChannelHeader hdr;
-  std::vector<float> x, y;
+  std::vector<uint64_t> x, y;  // tagged words
+  std::vector<float> xv;       // what the next hand-off writes into X
   std::vector<uint32_t> wait_ns;
   FakeChannel(int rows, int d_in, int width, int points)
       : x(size_t(rows) * d_in), y(size_t(rows) * width), wait_ns(size_t(points), 0) {}
@@ -62,21 +65,23 @@ struct FakeChannel {
     c.wait_ns = wait_ns.data();
     return c;
   }
+  float yv(size_t i) const { return ll_value(y[i]); }
+  void fill_y(float v) { std::fill(y.begin(), y.end(), ll_pack(v, 0)); }  // stale words
 };
 
-// One hand-off from the "GPU": returns the nanoseconds it waited for DONE (recorded for the
-// server in wait_ns unless `record_wait` is false: then 0).
+// One hand-off from the "GPU" (X = xv): returns the nanoseconds it waited for the correction
+// (recorded for the server in wait_ns unless `record_wait` is false: then 0).
 int64_t hand_off(FakeChannel& ch, uint32_t seq, int point, int rows, int64_t backbone_ns,
-                 bool prefill = false, bool record_wait = true) {
-  ch.hdr.point = uint32_t(point);
-  ch.hdr.rows = uint32_t(rows) | (prefill ? kPrefillFlag : 0u);
-  publish_ready(ch.hdr.words, seq);
+                 bool prefill = false, bool record_wait = true, bool norm = false) {
+  ll_store(ch.x.data(), ch.xv.data(), int64_t(ch.xv.size()), seq);
+  ll_publish_head(ch.hdr.head, seq, uint32_t(point),
+                  uint32_t(rows) | (prefill ? kPrefillFlag : 0u) | (norm ? kNormFlag : 0u));
   // the "backbone work": sleep rather than spin, so the server keeps a core on a small machine
   if (backbone_ns > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(backbone_ns));
-  // Wait for DONE: spin briefly, then sleep-poll. A thread that only spins and yields would
-  // share the server's core on a small machine in scheduler time slices (milliseconds).
+  // Wait for DONE (after every Y word): spin briefly, then sleep-poll. A thread that only spins
+  // and yields would share the server's core on a small machine in scheduler time slices.
   const int64_t t0 = now_ns();
-  while (ch.hdr.words.done.load(std::memory_order_acquire) < seq)
+  while (int32_t(ch.hdr.done.load(std::memory_order_acquire) - seq) < 0)
     if (now_ns() - t0 > 20000) std::this_thread::sleep_for(std::chrono::microseconds(10));
   const int64_t waited = now_ns() - t0;
   reinterpret_cast<std::atomic<uint32_t>*>(&ch.wait_ns[size_t(point)])
@@ -115,8 +120,8 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
     const int rows = pass % 4 == 3 ? 40 : 1 + pass % 3;  // decode rows, and a prefill chunk
     for (int p = 0; p < 2; ++p) {
       const auto x = testutil::random_vec(size_t(rows * 64), 100 + pass * 2 + p);
-      std::copy(x.begin(), x.end(), fc.x.begin());
-      std::fill(fc.y.begin(), fc.y.end(), 1e30f);  // stale data must be overwritten
+      fc.xv = x;
+      fc.fill_y(1e30f);  // stale data must be overwritten
       hand_off(fc, ++seq, p, rows, 0, /*prefill=*/rows == 40);
       const CompPoint& cp = *ref[size_t(p)].cp;
       std::vector<std::vector<double>> r(size_t(cp.layers()));
@@ -131,8 +136,11 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
       size_t off = 0;
       for (int j = 0; j < cp.layers(); ++j)
         for (size_t i = 0; i < r[size_t(j)].size(); ++i, ++off)
-          worst = std::max(worst, std::fabs(double(fc.y[off]) - r[size_t(j)][i]) /
+        {
+          CHECK(ll_seq(fc.y[off]) == seq);
+          worst = std::max(worst, std::fabs(double(fc.yv(off)) - r[size_t(j)][i]) /
                                       (1.0 + std::fabs(r[size_t(j)][i])));
+        }
     }
     pass_end(fc, uint32_t(pass), 1000000, rows != 40, server);
   }
@@ -153,12 +161,13 @@ TEST(fixed_ranks_are_used_and_reported) {
   const int32_t ranks[7] = {0, 3, 8, 5, 0, 0, 0};
   server.set_ranks(ranks, 7);
   const auto x = testutil::random_vec(64, 5);
-  std::copy(x.begin(), x.end(), fc.x.begin());
-  std::fill(fc.y.begin(), fc.y.end(), 7.0f);
+  fc.xv = x;
+  fc.fill_y(7.0f);
   hand_off(fc, 1, 0, 1, 0);
   // layer 0 (q) at rank 0: its correction is exactly zero, not the stale 7
-  CHECK(std::all_of(fc.y.begin(), fc.y.begin() + 64, [](float v) { return v == 0.0f; }));
-  CHECK(fc.y[64] != 7.0f);
+  CHECK(std::all_of(fc.y.begin(), fc.y.begin() + 64,
+                    [](uint64_t w) { return ll_value(w) == 0.0f && ll_seq(w) == 1; }));
+  CHECK(fc.yv(64) != 7.0f && ll_seq(fc.y[64]) == 1);
   hand_off(fc, 2, 1, 1, 0);
   int32_t full[7], last[7];
   double mean[7];
@@ -175,12 +184,87 @@ TEST(out_of_order_handoff_is_reported_not_hung) {
   cfg.rows_max = 4;
   FakeChannel fc(4, 64, 128, 2);
   CompServer server(tiny_points(FactorType::F32, 4), fc.channel(), cfg);
+  fc.xv = testutil::random_vec(64, 4);
   hand_off(fc, 1, 1, 1, 0);  // point 1 first: wrong, but answered
   CHECK(server.error().find("expected point 0") != std::string::npos);
+  CHECK(ll_seq(fc.y[0]) == 1 && ll_seq(fc.y.back()) == 1);  // every word, so no GPU waits on
   server.restart();
-  CHECK(fc.hdr.words.done.load() == 0);
+  CHECK(fc.hdr.done.load() == 0);
+  // no word keeps a tag of the run before (the new run's sequence numbers start at 1 again)
+  CHECK(std::all_of(fc.x.begin(), fc.x.end(), [](uint64_t w) { return w == 0; }));
+  CHECK(std::all_of(fc.y.begin(), fc.y.end(), [](uint64_t w) { return w == 0; }));
   hand_off(fc, 1, 0, 1, 0);  // a fresh sequence after the restart is served
-  CHECK(fc.hdr.words.done.load() == 1);
+  CHECK(fc.hdr.done.load() == 1);
+}
+
+TEST(residual_for_a_point_without_rmsnorm_is_reported_not_hung) {
+  CompServerConfig cfg;
+  cfg.rows_max = 4;
+  FakeChannel fc(4, 64, 128, 2);
+  CompServer server(tiny_points(FactorType::F32, 4), fc.channel(), cfg);
+  fc.xv = testutil::random_vec(64, 4);
+  hand_off(fc, 1, 0, 1, 0, false, true, /*norm=*/true);  // answered (else this would hang)
+  CHECK(server.error().find("no RMSNorm") != std::string::npos);
+}
+
+// A hand-off of the raw residual (kNormFlag): the server applies the point's RMSNorm (weights,
+// epsilon, rounding to the activation type) before the product, as the GPU's product does.
+TEST(server_normalizes_a_raw_residual) {
+  for (ServedPoint::Round round :
+       {ServedPoint::Round::None, ServedPoint::Round::F16, ServedPoint::Round::BF16}) {
+    std::vector<ServedPoint> pts = tiny_points(FactorType::F32, 8);
+    const std::vector<ServedPoint> ref = tiny_points(FactorType::F32, 8);
+    const auto gamma = testutil::random_vec(64, 31);
+    pts[0].norm_gamma = gamma;
+    pts[0].norm_eps = 1e-5f;
+    pts[0].norm_round = round;
+    CompServerConfig cfg;
+    cfg.rows_max = 2;
+    FakeChannel fc(2, 64, 128, 2);
+    CompServer server(std::move(pts), fc.channel(), cfg);
+    auto h = testutil::random_vec(128, 32);
+    for (float& v : h) v *= 30.0f;  // a residual stream well away from unit scale
+    fc.xv = h;
+    hand_off(fc, 1, 0, 2, 0, false, true, /*norm=*/true);
+    CHECK(server.error().empty());
+    // reference: normalize in float64, round as the GPU would, then the float64 product
+    std::vector<float> xn(128);
+    for (int b = 0; b < 2; ++b) {
+      double ss = 0;
+      for (int c = 0; c < 64; ++c) ss += double(h[size_t(b * 64 + c)]) * h[size_t(b * 64 + c)];
+      const double inv = 1.0 / std::sqrt(ss / 64 + 1e-5);
+      for (int c = 0; c < 64; ++c) {
+        float v = float(gamma[size_t(c)] * (h[size_t(b * 64 + c)] * inv));
+        if (round == ServedPoint::Round::F16) v = f16_to_f32(f32_to_f16(v));
+        if (round == ServedPoint::Round::BF16) {  // nearest even, as __float2bfloat16
+          uint32_t u;
+          std::memcpy(&u, &v, 4);
+          u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+          std::memcpy(&v, &u, 4);
+        }
+        xn[size_t(b * 64 + c)] = v;
+      }
+    }
+    const CompPoint& cp = *ref[0].cp;
+    std::vector<std::vector<double>> r(3);
+    std::vector<double*> rp;
+    for (int j = 0; j < 3; ++j) {
+      r[size_t(j)].assign(size_t(2 * cp.d_out(j)), 0.0);
+      rp.push_back(r[size_t(j)].data());
+    }
+    const int ranks[3] = {8, 8, 8};
+    cp.apply_reference(ranks, xn.data(), 2, rp.data());
+    double worst = 0, scale = 0;
+    size_t off = 0;
+    for (int j = 0; j < 3; ++j)
+      for (size_t i = 0; i < r[size_t(j)].size(); ++i, ++off) {
+        worst = std::max(worst, std::fabs(double(fc.yv(off)) - r[size_t(j)][i]));
+        scale = std::max(scale, std::fabs(r[size_t(j)][i]));
+      }
+    // a rounding step apart at most in a few inputs (the sums' order differs): tiny against the
+    // correction, and far below what the unnormalized residual (30x) would give
+    CHECK(worst < 1e-2 * scale);
+  }
 }
 
 // The controller against a "GPU" whose backbone work per point is shorter than the CPU's work at
@@ -204,8 +288,7 @@ TEST(controller_trades_rank_for_time) {
   cfg.slowdown = -1;  // ranks only: the one point stays on
   cfg.level = best_simd_level();
   FakeChannel fc(1, 2048, 8192, 1);
-  const auto x = testutil::random_vec(2048, 9);
-  std::copy(x.begin(), x.end(), fc.x.begin());
+  fc.xv = testutil::random_vec(2048, 9);
   CompServer server(std::move(pts), fc.channel(), cfg);
   uint32_t seq = 0;
   // measure the warm full-rank span first (no GPU window: the controller sees no wait)
@@ -272,6 +355,7 @@ TEST(controller_keeps_the_points_that_fit_the_slowdown) {
   cfg.slowdown = 0.05;
   cfg.recalib_passes = 60;
   FakeChannel fc(1, 64, 64, 4);
+  fc.xv = testutil::random_vec(64, 12);
   CompServer server(std::move(pts), fc.channel(), cfg);
   std::vector<char> on;
   std::vector<int> counts;

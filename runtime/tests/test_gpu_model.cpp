@@ -535,9 +535,10 @@ TEST(cpu_placements_match_gpu_placement) {
     // compensation itself moves the logits by 2.3e-1); "within bf16 tolerance" is 2^-8
     CHECK(rel_l2(lg, ref) < 4e-3);
     CHECK(st.steps == 9 && st.n_points == 4 * L);
-    // per layer: x of q/k/v and of gate/up (d each), of o (heads · head_dim), of down (ff)
-    CHECK(st.bytes_to_host == int64_t(9) * L * (2 * fx().cfg.d + fx().cfg.heads * fx().cfg.hd +
-                                                 fx().cfg.ff) * 4);
+    // per layer: x of q/k/v and of gate/up (d each), of o (heads · head_dim), of down (ff), as
+    // 8-byte tagged words, and the two 8-byte header words of each of the 4 hand-offs
+    CHECK(st.bytes_to_host == int64_t(9) * L * ((2 * fx().cfg.d + fx().cfg.heads * fx().cfg.hd +
+                                                  fx().cfg.ff) * 8 + 4 * 16));
     if (c.placement == HCI_GPU_PLACE_CPU_SYNC) CHECK(st.gpu_wait_ms > 0);
     // rank 0 everywhere: the backbone alone
     std::vector<int32_t> zero(size_t(L) * 7, 0), full(size_t(L) * 7);

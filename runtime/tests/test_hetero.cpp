@@ -145,13 +145,16 @@ TEST(rank_out_of_range_is_an_error) {
                HCI_ERR_INVALID_ARGUMENT, "rank out of range");
 }
 
-// The hand-off with a "GPU" thread (stream order: copy x, write READY, backbone work, wait
-// DONE, add y) and a CPU worker thread, over many steps and points with random delays on both
-// sides. Every correction the "GPU" adds must be the one computed from that step's x.
+// The hand-off with a "GPU" thread (stream order: write X and HEAD as tagged words, backbone
+// work, take Y word by word) and a CPU server thread, over many steps and points with random
+// delays on both sides, and the single X and Y buffers the engine uses. Every correction the "GPU"
+// adds must be the one computed from that step's x; the points' widths differ, so stale words of a
+// wider point sit beyond a narrower one's.
 TEST(async_handoff_preserves_order_under_random_delays) {
-  const int n_points = 4, steps = 300, d = 32;
-  HandoffWords words[n_points];
-  std::vector<float> X(size_t(n_points * d)), Y(size_t(n_points * d));
+  const int n_points = 4, steps = 300, max_d = 40;
+  const int width[n_points] = {40, 8, 24, 33};
+  uint64_t head[2] = {0, 0};
+  std::vector<uint64_t> X(static_cast<size_t>(max_d)), Y(static_cast<size_t>(max_d));
   std::atomic<bool> stop{false};
   std::atomic<int> wrong{0};
   auto jitter = [](std::mt19937& rng) {
@@ -161,54 +164,72 @@ TEST(async_handoff_preserves_order_under_random_delays) {
   auto correct = [](float v) { return 2.0f * v + 1.0f; };
   std::thread cpu([&] {
     std::mt19937 rng(2);
-    for (int s = 0; s < steps; ++s)
-      for (int p = 0; p < n_points; ++p) {
-        const uint32_t seq = uint32_t(s + 1);
-        if (!wait_geq(words[p].ready, seq, &stop)) return;
-        jitter(rng);
-        for (int i = 0; i < d; ++i) Y[size_t(p * d + i)] = correct(X[size_t(p * d + i)]);
-        publish_done(words[p], seq);
-      }
+    uint32_t last = 0;
+    std::vector<float> x(static_cast<size_t>(max_d));
+    while (!stop.load()) {
+      const uint64_t h = ll_at(&head[0])->load(std::memory_order_acquire);  // a. new HEAD
+      if (ll_seq(h) == last) continue;
+      last = ll_seq(h);
+      uint64_t rw;
+      if (!ll_wait(&head[1], last, &rw, &stop)) return;
+      const int p = int(ll_word(h)), d = int(ll_word(rw));
+      if (p != int((last - 1) % n_points) || d != width[p]) wrong.fetch_add(1);
+      jitter(rng);
+      if (!ll_load(X.data(), x.data(), d, last, &stop)) return;  // b. read x
+      for (float& v : x) v = correct(v);
+      ll_store(Y.data(), x.data(), d, last);  // c. write y
+    }
   });
   std::mt19937 rng(1);
   for (int s = 0; s < steps; ++s)
     for (int p = 0; p < n_points; ++p) {
-      const uint32_t seq = uint32_t(s + 1);
-      const float base = float(s * 1000 + p * 10);
-      for (int i = 0; i < d; ++i) X[size_t(p * d + i)] = base + float(i);  // 1. copy x
-      publish_ready(words[p], seq);                                       // 2. READY
-      jitter(rng);                                                        // 3. backbone work
-      wait_geq(words[p].done, seq);                                       // 4. wait DONE
-      for (int i = 0; i < d; ++i)                                         // 5. add y
-        if (Y[size_t(p * d + i)] != correct(base + float(i))) wrong.fetch_add(1);
+      const uint32_t seq = uint32_t(s * n_points + p + 1);
+      const int d = width[p];
+      const float base = float(s * 1000 + p * 100);
+      std::vector<float> x(static_cast<size_t>(d)), y(static_cast<size_t>(d));
+      for (int i = 0; i < d; ++i) x[size_t(i)] = base + float(i);
+      // 1. x and HEAD, in an order that puts HEAD first half the time
+      if (rng() % 2) ll_publish_head(head, seq, uint32_t(p), uint32_t(d));
+      ll_store(X.data(), x.data(), d, seq);
+      if (ll_seq(ll_at(&head[0])->load()) != seq) ll_publish_head(head, seq, uint32_t(p), uint32_t(d));
+      jitter(rng);                              // 2. backbone work
+      ll_load(Y.data(), y.data(), d, seq);      // 3. take y
+      for (int i = 0; i < d; ++i)
+        if (y[size_t(i)] != correct(base + float(i))) wrong.fetch_add(1);
     }
   stop.store(true);
   cpu.join();
   CHECK(wrong.load() == 0);
-  for (int p = 0; p < n_points; ++p) CHECK(words[p].done.load() == uint32_t(steps));
+  CHECK(ll_seq(Y[0]) == uint32_t(steps * n_points));
 }
 
-// A deliberately broken protocol (the "GPU" reads Y without waiting on DONE) must be caught by
-// the same check, so the test above can fail.
+// A deliberately broken protocol (the "GPU" reads Y's values without checking their tags) must be
+// caught by the same check, so the test above can fail.
 TEST(broken_handoff_is_detected) {
   const int steps = 2000, d = 8;
-  HandoffWords w;
-  std::vector<float> X(static_cast<size_t>(d)), Y(static_cast<size_t>(d), 0.0f);
+  uint64_t head[2] = {0, 0};
+  std::vector<uint64_t> X(static_cast<size_t>(d)), Y(static_cast<size_t>(d));
   std::atomic<bool> stop{false};
   int wrong = 0;
   std::thread cpu([&] {
+    std::vector<float> x(static_cast<size_t>(d));
     for (int s = 0; s < steps; ++s) {
-      if (!wait_geq(w.ready, uint32_t(s + 1), &stop)) return;
+      uint64_t h;
+      if (!ll_wait(&head[0], uint32_t(s + 1), &h, &stop)) return;
       std::this_thread::sleep_for(std::chrono::microseconds(20));
-      for (int i = 0; i < d; ++i) Y[size_t(i)] = X[size_t(i)] + 1;
-      publish_done(w, uint32_t(s + 1));
+      if (!ll_load(X.data(), x.data(), d, uint32_t(s + 1), &stop)) return;
+      for (float& v : x) v += 1;
+      ll_store(Y.data(), x.data(), d, uint32_t(s + 1));
     }
   });
+  std::vector<float> x(static_cast<size_t>(d)), y(static_cast<size_t>(d));
   for (int s = 0; s < steps && wrong == 0; ++s) {
-    for (int i = 0; i < d; ++i) X[size_t(i)] = float(s);
-    publish_ready(w, uint32_t(s + 1));
-    for (int i = 0; i < d; ++i) wrong += Y[size_t(i)] != float(s) + 1;  // no wait: a race
-    wait_geq(w.done, uint32_t(s + 1));
+    std::fill(x.begin(), x.end(), float(s));
+    ll_store(X.data(), x.data(), d, uint32_t(s + 1));
+    ll_publish_head(head, uint32_t(s + 1), 0, uint32_t(d));
+    for (int i = 0; i < d; ++i)  // no tag check: a race
+      wrong += ll_value(ll_at(&Y[size_t(i)])->load()) != float(s) + 1;
+    ll_load(Y.data(), y.data(), d, uint32_t(s + 1));
   }
   stop.store(true);
   cpu.join();

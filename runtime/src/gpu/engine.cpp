@@ -904,18 +904,15 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
     const int next = g < 3 ? pt[g + 1] : pt_after;
     set_qgemv4_early_trigger(q4_early_ && pt[g] < 0 && next < 0);
   };
-  // Decode with CPU compensation: a point's import kernel also applies what the corrected product
-  // could not fuse (the RMSNorm after o and down, SiLU gating after gate/up) and hands the next
-  // point its input, in place of three kernels (comp_import_then).
-  const bool then = fuse_comp_ && host_comp_now_ && decode_active_ && n <= 16;  // (kernels.h CompChannelDev.ss)
-  auto then_norm = [&](const float* gamma, int next) {
+  // Decode with CPU compensation: a point's import kernel also hands the next point its input
+  // (comp_import_then): after o and down the corrected residual rows, raw (the CPU applies the
+  // RMSNorm before q/k/v and gate/up itself, and the next product normalizes on its own, as
+  // without hand-offs), after gate/up the SiLU-gated rows it computes.
+  const bool then = fuse_comp_ && host_comp_now_ && decode_active_ && n <= 16;
+  auto then_add = [&](int next) {
     CompThen th;
-    th.op = kThenNorm;
+    th.op = kThenAdd;
     th.d = d;
-    th.gamma = gamma;
-    th.eps = eps;
-    th.dst = xn_.get();
-    th.ld_dst = d;
     th.next = next;
     return th;
   };
@@ -924,7 +921,8 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   NormIn nin_attn, nin_mlp;
   auto norm_before = [&](int g, int64_t gamma_off, NormIn& nin) -> const NormIn* {
     const float* gamma = reinterpret_cast<const float*>(base + gamma_off);
-    if (norm_in_ok(B, base, g, n, pt[g])) {
+    // a point whose residual rows an import already handed over needs no normed tensor
+    if (norm_in_ok(B, base, g, n, pt[g] >= 0 && exported_ == pt[g] ? -1 : pt[g])) {
       nin.x = x;
       nin.gamma = gamma;
       nin.eps = eps;
@@ -968,8 +966,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
                     fuse && pt[1] < 0 && B.ops[1].size() == 1 ? &ne : nullptr);
   if (pt[1] >= 0) {
     if (then) {
-      end_point_then(pt[1], x, d, n, then_norm(ne.gamma, pt[2]));
-      normed = true;
+      end_point_then(pt[1], x, d, n, then_add(pt[2]));
     } else {
       end_point(pt[1], x, d, n);
     }
@@ -1015,13 +1012,8 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   if (pt[3] >= 0) {
     // the next block's attention norm (its weights must be resident) or the final norm
     const bool last = l + 1 == sh_.n_layers;
-    if (then && (last || l + 1 < n_resident_)) {
-      const float* gamma =
-          last ? final_norm_.as<float>()
-               : reinterpret_cast<const float*>(arenas_[size_t(l + 1)].as<uint8_t>() +
-                                                layouts_[size_t(l + 1)].attn_norm_off);
-      end_point_then(pt[3], x, d, n, then_norm(gamma, last ? -1 : point_at(l + 1, 0)));
-      normed = true;
+    if (then) {
+      end_point_then(pt[3], x, d, n, then_add(last ? -1 : point_at(l + 1, 0)));
     } else {
       end_point(pt[3], x, d, n);
     }

@@ -121,6 +121,8 @@ class GpuModel {
   // CPU placements: points per (layer, input group), the mapped channel and the server, with
   // factors from the model (m) or seeded random ones (m == nullptr).
   void setup_host_comp(const Model* m, uint64_t seed);
+  // RMSNorm weights of block l before attention (attn) or the MLP, on the host (a point's CPU norm)
+  std::vector<float> norm_weights(const Model* m, int l, bool attn);
   void begin_point(int pt, const void* in, int ld_in, int d_in, int n);
   void end_point(int pt, float* out, int ld_out, int n);
   // end_point, then `then` (kernels.h CompThen); its `next` point counts as exported.

@@ -1,14 +1,15 @@
 // GpuModel's heterogeneous compensation (CPU placements): the compensation points of each block,
 // the mapped pinned channel, the CPU server and the hooks the forward pass calls around a
-// point's backbone product. Protocol: src/hetero/handoff.h, src/hetero/comp_server.h.
+// point's backbone product. Protocol (tagged words, no flags or fences): src/hetero/handoff.h,
+// src/hetero/comp_server.h.
 //
 // Per point (one input group of one block) in a pass:
-//   cpu-async:  export x → READY | backbone product(s) of the group | wait DONE, add y
-//   cpu-sync:   export x → READY | wait DONE | backbone product(s) | add y
-// In decode steps the import after o, gate/up and down also applies the RMSNorm / SiLU gating
-// that follows and exports the next point's input (comp_import_then), so those points cost one
-// kernel of their own instead of four.
-// so cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
+//   cpu-async:  export x, HEAD | backbone product(s) of the group | take y, add
+//   cpu-sync:   export x, HEAD | wait DONE | backbone product(s) | take y, add
+// In decode steps the import after o, gate/up and down also hands the next point its input
+// (comp_import_then): the corrected residual rows raw (the server applies the RMSNorm before
+// q/k/v and gate/up itself) or the SiLU-gated rows, so those points cost one kernel of their
+// own. cpu-sync serializes the CPU's work with the GPU's through the same channel (the GPU idles
 // while the CPU computes), and cpu-async overlaps them. Everything is stream work, so both run
 // inside the captured decode graph.
 #include <cstdlib>
@@ -31,6 +32,27 @@ namespace {
 int64_t align64(int64_t b) { return (b + 63) / 64 * 64; }
 }  // namespace
 
+std::vector<float> GpuModel::norm_weights(const Model* m, int l, bool attn) {
+  const int d = sh_.d_model;
+  std::vector<float> g(static_cast<size_t>(d));
+  if (m) {
+    const Block& b = m->blocks[size_t(l)];
+    const std::vector<float>& src = attn ? b.attn_norm : b.mlp_norm;
+    std::copy(src.begin(), src.begin() + d, g.begin());
+    return g;
+  }
+  // synthetic weights: generated where the block lives (device arena or pinned host copy)
+  const BlockLayout& B = layouts_[size_t(l)];
+  const int64_t off = attn ? B.attn_norm_off : B.mlp_norm_off;
+  sync();
+  if (l < n_resident_)
+    HCI_CUDA(cudaMemcpy(g.data(), arenas_[size_t(l)].as<uint8_t>() + off, size_t(d) * 4,
+                        cudaMemcpyDeviceToHost));
+  else
+    std::memcpy(g.data(), host_arenas_[size_t(l - n_resident_)].data() + off, size_t(d) * 4);
+  return g;
+}
+
 void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   const int L = sh_.n_layers;
   const FactorType ft = p_.factor_dtype == HCI_GPU_FACTOR_F32   ? FactorType::F32
@@ -47,7 +69,9 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   int threads = p_.cpu_threads;
   // Decode passes use the first kDefaultDecodeThreads of the default workers (CompServerConfig::
   // decode_threads says why); an explicit cpu_threads is used for every pass.
-  constexpr int kDefaultDecodeThreads = 4;
+  // (H100 host, W4 7B cpu-async rank 8, tagged-word protocol, one call: 4 workers 305 tok/s
+  // with 0.8 worker preemptions per step, 6 workers 338, 8 workers 334, 10-12 fewer again.)
+  constexpr int kDefaultDecodeThreads = 6;
   int decode_threads = 0;
   if (threads == 0) {
     const int avail = hw - std::max(first, 0);
@@ -97,6 +121,15 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
       } else {
         sp.cp->fill_random(seed * 1000003 + uint64_t(l * 4 + g), 0.02f, fill_pool);
       }
+      // q/k/v and gate/up follow an RMSNorm: in decode the GPU hands over the residual rows
+      // before it (kNormFlag) and the server applies it, rounding to the activation type
+      if (g == 0 || g == 2) {
+        sp.norm_gamma = norm_weights(m, l, g == 0);
+        sp.norm_eps = float(sh_.eps);
+        sp.norm_round = dt_ == DType::F16    ? ServedPoint::Round::F16
+                        : dt_ == DType::BF16 ? ServedPoint::Round::BF16
+                                             : ServedPoint::Round::None;
+      }
       point_of_[size_t(l * 4 + g)] = int(points.size());
       point_import_.push_back(imp);
       point_din_.push_back(d_in);
@@ -105,7 +138,8 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   n_points_ = int(points.size());
   if (n_points_ == 0) return;  // nothing is compensated
 
-  // The channel: header, GPU waits, X [rows, max d_in], Y [rows, max width], mapped pinned.
+  // The channel: header, GPU waits, X [rows, max d_in], Y [rows, max width] (tagged words),
+  // mapped pinned.
   int max_din = 0, max_width = 0;
   for (int q = 0; q < n_points_; ++q) {
     max_din = std::max(max_din, point_din_[size_t(q)]);
@@ -115,8 +149,8 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   }
   const int64_t hdr_b = align64(sizeof(ChannelHeader));
   const int64_t wait_b = align64(int64_t(n_points_) * 4);
-  const int64_t x_b = align64(int64_t(rows_) * max_din * 4);
-  const int64_t y_b = align64(int64_t(rows_) * max_width * 4);
+  const int64_t x_b = align64(int64_t(rows_) * max_din * 8);
+  const int64_t y_b = align64(int64_t(rows_) * max_width * 8);
   chan_bytes_ = hdr_b + wait_b + x_b + y_b;
   HCI_CUDA(cudaHostAlloc(&chan_host_, size_t(chan_bytes_), cudaHostAllocMapped | cudaHostAllocPortable));
   std::memset(chan_host_, 0, size_t(chan_bytes_));
@@ -128,26 +162,19 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   Channel ch;
   ch.hdr = hdr;
   ch.wait_ns = reinterpret_cast<const uint32_t*>(h + hdr_b);
-  ch.x = reinterpret_cast<const float*>(h + hdr_b + wait_b);
-  ch.y = reinterpret_cast<float*>(h + hdr_b + wait_b + x_b);
+  ch.x = reinterpret_cast<const uint64_t*>(h + hdr_b + wait_b);
+  ch.y = reinterpret_cast<uint64_t*>(h + hdr_b + wait_b + x_b);
   auto dev_of = [&](const void* hp) {
     return d + (static_cast<const uint8_t*>(hp) - h);
   };
-  chan_.ready = reinterpret_cast<uint32_t*>(dev_of(&hdr->words.ready));
-  chan_.done = reinterpret_cast<uint32_t*>(dev_of(&hdr->words.done));
-  chan_.point_rows = reinterpret_cast<uint32_t*>(dev_of(&hdr->point));
+  chan_.head = reinterpret_cast<unsigned long long*>(dev_of(&hdr->head[0]));
+  chan_.done = reinterpret_cast<uint32_t*>(dev_of(&hdr->done));
   chan_.wait_ns = reinterpret_cast<uint32_t*>(dev_of(ch.wait_ns));
-  chan_.x = reinterpret_cast<float*>(dev_of(ch.x));
-  chan_.y = reinterpret_cast<float*>(dev_of(ch.y));
-  // device words (zeroed with ints_): the pass counter, the export kernel's block counter, the
-  // import's release word, the fused RMSNorm's counters and row sums
+  chan_.x = reinterpret_cast<unsigned long long*>(dev_of(ch.x));
+  chan_.y = reinterpret_cast<unsigned long long*>(dev_of(ch.y));
+  // device word (zeroed with ints_): the pass counter
   int* ints = ints_.as<int>();
   chan_.pass = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 2);
-  chan_.counter = reinterpret_cast<unsigned*>(ints + 4 * rows_ + 2 * max_batch_ + 3);
-  chan_.go = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 4);
-  chan_.arrive = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 5);
-  chan_.depart = reinterpret_cast<uint32_t*>(ints + 4 * rows_ + 2 * max_batch_ + 6);
-  chan_.ss = reinterpret_cast<float*>(ints + 4 * rows_ + 2 * max_batch_ + 8);  // [16]
   const char* tr = std::getenv("HCINFER_HANDOFF_TRACE");
   if (tr && tr[0] == '1') {
     trace_ = DeviceBuffer(*alloc_, int64_t(n_points_) * kTraceSlots * 8, "hand-off trace");
@@ -210,8 +237,8 @@ void GpuModel::print_handoff_trace() {
   const char* names[4] = {"q/k/v", "o", "gate/up", "down"};
   for (int g = 0; g < 4; ++g) {
     // means over the layers' points of this group, in microseconds
-    double early = 0, wait = 0, ready = 0, op = 0, publish = 0, end = 0;
-    int cnt = 0, pub = 0;
+    double early = 0, wait = 0, ready = 0, op = 0, end = 0;
+    int cnt = 0;
     unsigned long long kind = 0;
     for (int l = 0; l < sh_.n_layers; ++l) {
       const int p = point_of_[size_t(l * 4 + g)];
@@ -225,20 +252,14 @@ void GpuModel::print_handoff_trace() {
       ready += (double(s[kTraceReady]) - both) / 1e3;
       end += (double(s[kTraceEnd]) - both) / 1e3;
       if (s[kTraceOp]) op += (double(s[kTraceOp]) - double(s[kTraceReady])) / 1e3;
-      if (s[kTracePublish] > s[kTraceReady]) {
-        publish += (double(s[kTracePublish]) - both) / 1e3;
-        ++pub;
-      }
       ++cnt;
     }
     if (cnt == 0) continue;
     std::fprintf(stderr,
                  "hand-off trace %-7s (%d points, kind %llu): import resident %.2f us before the "
-                 "product ended; GPU wait %.2f; after product+DONE: y ready %.2f, op %.2f, block "
-                 "0 done %.2f, next input published %.2f us\n",
-                 names[g], cnt, kind,
-                 early / cnt, wait / cnt, ready / cnt, op / cnt, end / cnt,
-                 pub ? publish / pub : 0.0);
+                 "product ended; GPU wait %.2f; after product+y: past the wait %.2f, op (add, "
+                 "next input handed over) %.2f, recording block done %.2f us\n",
+                 names[g], cnt, kind, early / cnt, wait / cnt, ready / cnt, op / cnt, end / cnt);
   }
 }
 

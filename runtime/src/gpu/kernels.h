@@ -210,29 +210,25 @@ struct PassStampDev {
 };
 
 struct CompChannelDev {
-  float* x = nullptr;              // [rows, d_in] activations handed to the CPU
-  float* y = nullptr;              // y_0 | y_1 | ..., y_j [rows, d_out_j]: corrections
-  uint32_t* ready = nullptr;       // READY word (written by the GPU)
-  uint32_t* done = nullptr;        // DONE word (written by the CPU)
-  uint32_t* point_rows = nullptr;  // [2]: point id, rows of the hand-off in flight
+  // mapped host memory, tagged words (hetero/handoff.h): value | seq << 32
+  unsigned long long* x = nullptr;     // [rows, d_in] activations handed to the CPU
+  unsigned long long* y = nullptr;     // y_0 | y_1 | ..., y_j [rows, d_out_j]: corrections
+  unsigned long long* head = nullptr;  // [2] HEAD: (point, seq), (rows | flags, seq)
+  uint32_t* done = nullptr;        // DONE (written by the CPU after all of Y; timing and cpu-sync)
   uint32_t* wait_ns = nullptr;     // [P] GPU spin before each point's correction was there
   uint32_t* pass = nullptr;        // device: forward passes that used the channel so far
-  unsigned* counter = nullptr;     // device: block counter of the export kernel (0 between uses)
-  uint32_t* go = nullptr;          // device: the import kernel's poller releases its other blocks
-  float* ss = nullptr;             // device [16]: fused RMSNorm's sums of squares per row (0 between uses)
-  uint32_t* arrive = nullptr;      // device: its blocks arrived (0 between uses)
-  uint32_t* depart = nullptr;      // device: its blocks left (0 between uses)
   uint32_t* passes = nullptr;      // host: passes ended (hetero/comp_server.h ChannelHeader)
   PassStampDev* stamps = nullptr;  // host [8]: GPU clock at each pass's begin and end
   // HCINFER_HANDOFF_TRACE=1: device [P, 8] GPU clock stamps of each point's import (kTrace*),
   // overwritten every pass (points a pass did not hand over keep older stamps); nullptr: off
   unsigned long long* trace = nullptr;
 };
-// Stamps of the handoff trace per point: import kernel entry, DONE seen, product end, y read
-// and product done (block 0), RMSNorm / SiLU done (block 0), block 0 finished, next input
-// published (the last block), kernel kind (1 import, 2 import + RMSNorm, 3 import + SiLU).
-enum { kTraceEntry, kTraceDone, kTraceProd, kTraceReady, kTraceOp, kTraceEnd, kTracePublish,
-       kTraceKind, kTraceSlots };
+// Stamps of the hand-off trace per point, from the import's recording block (the last columns):
+// kernel entry, its y and the product both there, the product's end, past griddepcontrol.wait,
+// the add / SiLU and the hand-over of the next input done, the end, the kernel kind (1 import,
+// 2 import + residual hand-over, 3 import + SiLU).
+enum { kTraceEntry, kTraceDone, kTraceProd, kTraceReady, kTraceOp, kTraceEnd, kTraceKind,
+       kTraceSlots };
 
 // Where a point's corrections go: layer j adds into columns [col[j], col[j] + d_out[j]).
 struct CompImport {
@@ -241,29 +237,27 @@ struct CompImport {
   int d_out[4] = {0, 0, 0, 0};
 };
 
-// Hands in [n, ld_in] (dtype t) to the CPU as point p of P: X = float(in), the header (point,
-// rows | the prefill flag), then READY.
+// Hands in [n, ld_in] (dtype t) to the CPU as point p of P: X = float(in) and HEAD (point,
+// rows | the prefill flag), as tagged words.
 void comp_export(DType t, const void* in, int ld_in, int d_in, int n, bool prefill,
                  const CompChannelDev& ch, int P, int p, cudaStream_t s);
-// Waits for point p's DONE; with `add`, out[row, col_j + c] += y_j[row, c]; with `record_wait`,
-// stores the GPU's wait in wait_ns[p].
+// With `add`, takes point p's correction (each word once it carries p's tag) and adds
+// out[row, col_j + c] += y_j[row, c]; without, waits for the CPU's DONE of point p (cpu-sync,
+// before the product). With `record_wait`, stores the GPU's wait in wait_ns[p].
 void comp_import(float* out, int ld_out, int n, const CompImport& d, const CompChannelDev& ch,
                  int P, int p, bool record_wait, bool add, cudaStream_t s);
 // What the decode step does right after a point's correction is added (comp_import_then): the
 // fusion the corrected product could not apply, and the export of the next point's input.
-constexpr int kThenNorm = 1;  // RMSNorm of the corrected residual rows [n, d] into dst
+constexpr int kThenAdd = 1;   // the corrected residual rows [n, d], handed over raw (kNormFlag)
 constexpr int kThenSilu = 2;  // SiLU gating of the corrected gate | up rows [n, 2·d] into dst
 struct CompThen {
-  int op = 0;                    // kThenNorm or kThenSilu
-  int d = 0;                     // row width (kThenNorm) or d_ff (kThenSilu)
-  const float* gamma = nullptr;  // [d] RMSNorm weights (kThenNorm)
-  float eps = 0.f;               // RMSNorm epsilon (kThenNorm)
-  void* dst = nullptr;           // [n, ld_dst] dtype t: the normed rows / the gated hidden rows
+  int op = 0;                    // kThenAdd or kThenSilu
+  int d = 0;                     // row width (kThenAdd) or d_ff (kThenSilu)
+  void* dst = nullptr;           // [n, ld_dst] dtype t: the gated hidden rows (kThenSilu)
   int ld_dst = 0;
-  int next = -1;                 // point whose input dst is, handed to the CPU here; -1: none
+  int next = -1;                 // point (> p, same pass) handed its input here; -1: none
 };
-// comp_import(add) of point p into out [n, ld_out], then `then` (decode rows, 1 ≤ n ≤ 16: the
-// RMSNorm's row sums are CompChannelDev.ss [16]).
+// comp_import(add) of point p into out [n, ld_out], then `then`.
 void comp_import_then(DType t, float* out, int ld_out, int n, const CompImport& d,
                       const CompThen& then, const CompChannelDev& ch, int P, int p,
                       bool record_wait, cudaStream_t s);

@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "error.h"
+#include "hetero/handoff.h"
+#include "hetero/tagged_words.h"
 #include "safetensors.h"  // f32_to_f16 / f16_to_f32 / bf16_to_f32
 
 namespace hci {
@@ -371,6 +373,18 @@ void CompPoint::fill_random(uint64_t seed, float stddev, WorkerPool& pool) {
 
 void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, float* t,
                       WorkerPool& pool, SimdLevel level, bool accumulate) const {
+  run(ranks, x, n, y, nullptr, 0, t, pool, level, accumulate, nullptr);
+}
+
+void CompPoint::apply_tagged(const int* ranks, const float* x, int n, uint64_t* const* y,
+                             uint32_t seq, float* t, WorkerPool& pool, SimdLevel level,
+                             const Prologue* before) const {
+  run(ranks, x, n, nullptr, y, seq, t, pool, level, false, before);
+}
+
+void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
+                    uint64_t* const* yt, uint32_t seq, float* t, WorkerPool& pool,
+                    SimdLevel level, bool accumulate, const Prologue* before) const {
   const RowDot dot = pick(type_, level);
   const int L = layers();
   for (int j = 0; j < L; ++j)
@@ -381,13 +395,23 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
   for (int j = 0; j < L; ++j) active += ranks[j];
   int64_t outputs = 0;
   for (int j = 0; j < L; ++j) outputs += ranks[j] > 0 ? d_out_[size_t(j)] : 0;
-  if (!accumulate)
-    for (int j = 0; j < L; ++j)
-      if (ranks[j] == 0) std::memset(y[j], 0, size_t(n) * size_t(d_out_[size_t(j)]) * 4);
+  // Layers at rank 0 without accumulation: zeros. Tagged words only after the prologue (it
+  // reads the hand-off's input; until all of it is there the GPU may still read the last Y).
+  auto zero_rank0 = [&] {
+    if (accumulate) return;
+    for (int j = 0; j < L; ++j) {
+      if (ranks[j] != 0) continue;
+      const int64_t cnt = int64_t(n) * d_out_[size_t(j)];
+      if (yt)
+        for (int64_t i = 0; i < cnt; ++i) ll_at(yt[j] + i)->store(ll_pack(0.f, seq), std::memory_order_relaxed);
+      else
+        std::memset(y[j], 0, size_t(cnt) * 4);
+    }
+  };
   const int W = pool.size();
   const int T = total_rank_;
   // Phase 1: t[b, row0_j + k] = A_j[k] · x[b]
-  pool.run([&](int w) {
+  auto phase1 = [&](int w) {
     int64_t begin, end;
     slice(active, W, w, begin, end);
     int j = 0;
@@ -405,7 +429,7 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
         for (int b = 0; b < nb; ++b) t[size_t(b0 + b) * size_t(T) + size_t(row)] = out[b];
       }
     }
-  });
+  };
   // Phase 2: y_j[b, c] += Σ_k t[b, row0_j + k] · Bᵀ_j[k, c], each worker a slice of the
   // active layers' column tiles: a tile's rows k < rank are one contiguous block (the first
   // layout, rows of the whole Bᵀ_j, made each worker read rank short pieces d_out_j apart: 52%
@@ -415,7 +439,7 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
   const Axpy axpy = pick_axpy(type_, level);
   int64_t tiles = 0;
   for (int j = 0; j < L; ++j) tiles += ranks[j] > 0 ? (d_out_[size_t(j)] + kBTile - 1) / kBTile : 0;
-  pool.run([&](int w) {
+  auto phase2 = [&](int w) {
     int64_t begin, end;
     slice(tiles, W, w, begin, end);
     int64_t base = 0;
@@ -429,7 +453,9 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
         const uint8_t* tile = b_.data() + b_off_[size_t(j)] + size_t(c0) * size_t(r) * size_t(elem_);
         for (int b = 0; b < n; ++b) {
           const float* tb = t + size_t(b) * size_t(T) + size_t(row0_[size_t(j)]);
-          float* yb = y[j] + size_t(b) * size_t(dout) + size_t(c0);
+          // tagged output: the tile in a local buffer, then packed (one 8-byte store a word)
+          alignas(64) float local[kBTile];
+          float* yb = yt ? local : y[j] + size_t(b) * size_t(dout) + size_t(c0);
           if (!accumulate) std::memset(yb, 0, size_t(wt) * 4);
           if (wt == kBTile) {
             tile_fn(tile, tb, rk, yb);
@@ -437,9 +463,23 @@ void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, 
             for (int k = 0; k < rk; ++k)
               axpy(tile + size_t(k) * size_t(wt) * size_t(elem_), tb[k], yb, wt);
           }
+          if (yt) tagged_pack(local, yt[j] + size_t(b) * size_t(dout) + size_t(c0), wt, seq, level);
         }
       }
     }
+  };
+  // One parallel section: the prologue, the A pass and the B pass, separated by a spinning
+  // barrier (a fork-join per phase cost ~0.5 us each at 8 workers).
+  SpinBarrier bar(W);
+  pool.run([&](int w) {
+    if (before) {
+      (*before)(w, W, bar);
+      bar.wait();
+    }
+    if (w == 0) zero_rank0();
+    phase1(w);
+    bar.wait();
+    phase2(w);
   });
 }
 

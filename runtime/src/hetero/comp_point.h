@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "hetero/worker_pool.h"
@@ -52,6 +53,17 @@ class CompPoint {
   void apply(const int* ranks, const float* x, int n, float* const* y, float* t, WorkerPool& pool,
              SimdLevel level, bool accumulate = true) const;
 
+  // The same with y written as tagged words (hetero/handoff.h): y[j][b · d_out_j + c] =
+  // (y_j[b, c], seq), each written once (a layer at rank 0: zeros), so the reader can take every
+  // word as soon as its tag says it is there. Each worker packs the tiles it computed.
+  // `before` (optional) runs on every worker first, in the same parallel section (one fork-join
+  // for the whole point), and may wait on the section's barrier itself (e.g. the hand-off's
+  // input arriving, then its RMSNorm); the product starts once every worker has returned from it.
+  using Prologue = std::function<void(int worker, int workers, SpinBarrier& barrier)>;
+  void apply_tagged(const int* ranks, const float* x, int n, uint64_t* const* y, uint32_t seq,
+                    float* t, WorkerPool& pool, SimdLevel level,
+                    const Prologue* before = nullptr) const;
+
   // Float64 reference of apply() from the stored (rounded) factors, single-threaded.
   void apply_reference(const int* ranks, const float* x, int n, double* const* y) const;
 
@@ -70,6 +82,10 @@ class CompPoint {
   float a_at(int64_t row, int col) const;
   float b_at(int j, int row, int col) const;
   int64_t b_index(int j, int row, int col) const;  // element of B_j[row, col] in its storage
+  // apply (y) or apply_tagged (yt, seq)
+  void run(const int* ranks, const float* x, int n, float* const* y, uint64_t* const* yt,
+           uint32_t seq, float* t, WorkerPool& pool, SimdLevel level, bool accumulate,
+           const Prologue* before) const;
 
   int d_in_;
   std::vector<int> d_out_, r_max_, row0_;

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "error.h"
+#include "hetero/tagged_words.h"
 
 namespace hci {
 
@@ -66,6 +67,10 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   }
   n_linears_ = (n_linears_ + 6) / 7 * 7;
   t_.assign(size_t(rows_max_) * size_t(std::max(1, max_rank)), 0.f);
+  xs_.assign(size_t(rows_max_) * size_t(max_d_in()), 0.f);
+  for (const ServedPoint& sp : points_)
+    if (!sp.norm_gamma.empty() && int(sp.norm_gamma.size()) != sp.cp->d_in())
+      fail(HCI_ERR_INVALID_ARGUMENT, "compensation server: a point's RMSNorm weights are not d_in long");
   level_.assign(points_.size(), 1.0);
   span_ns_.assign(points_.size(), 0);
   rows_.assign(points_.size(), 0);
@@ -76,21 +81,37 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   starved_.assign(points_.size(), 0);
   tried_.assign(points_.size(), 0);
   cost_ns_ = cfg_.point_cost_ns;
+  const char* st = std::getenv("HCINFER_SERVE_TRACE");
+  serve_trace_ = st && st[0] == '1';
   thread_ = std::thread([this] { loop(); });
 }
 
 CompServer::~CompServer() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) thread_.join();
+  if (serve_trace_)
+    for (int g = 0; g < 4; ++g) {
+      const double* a = serve_trace_sum_ + 5 * g;
+      if (a[4] == 0) continue;
+      std::fprintf(stderr,
+                   "serve trace point %% 4 = %d (%.0f decode hand-offs), us: since the last DONE "
+                   "%.2f, HEAD %.2f, x taken %.2f, y written and DONE %.2f\n",
+                   g, a[4], a[0] / a[4] / 1e3, a[1] / a[4] / 1e3, a[2] / a[4] / 1e3,
+                   a[3] / a[4] / 1e3);
+    }
 }
 
 void CompServer::restart() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) thread_.join();
-  ch_.hdr->words.ready.store(0, std::memory_order_relaxed);
+  // Sequence numbers start at 1 again: no word may keep a tag of the run before.
+  ll_at(&ch_.hdr->head[0])->store(0, std::memory_order_relaxed);
+  ll_at(&ch_.hdr->head[1])->store(0, std::memory_order_relaxed);
+  std::memset(const_cast<uint64_t*>(ch_.x), 0, size_t(rows_max_) * size_t(max_d_in()) * 8);
+  std::memset(ch_.y, 0, size_t(rows_max_) * size_t(max_width()) * 8);
   ch_.hdr->passes.store(0, std::memory_order_relaxed);
   passes_seen_.store(0, std::memory_order_relaxed);
-  ch_.hdr->words.done.store(0, std::memory_order_release);
+  ch_.hdr->done.store(0, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_wait_ = -1;
@@ -125,20 +146,22 @@ int CompServer::max_width() const {
 }
 
 void CompServer::loop() {
-  // The words start at 0 (construction, restart) and only grow.
-  uint32_t last_ready = 0, last_pass = 0;
-  const auto& ready = ch_.hdr->words.ready;
+  // The tags start at 0 (construction, restart) and only grow.
+  uint32_t last_seq = 0, last_pass = 0;
+  const std::atomic<uint64_t>& head = *ll_at(&ch_.hdr->head[0]);
   const auto& passes = ch_.hdr->passes;
   for (;;) {
     // Spin while hand-offs are near (decode steps are milliseconds apart); after 20 ms without
     // one, poll every 50 µs so an idle model does not hold a core.
     const int64_t t0 = now_ns();
-    uint32_t spins = 0, r = 0, k = 0;
+    uint32_t spins = 0, k = 0;
+    uint64_t h = 0;
     for (;;) {
-      // READY first: a pass end the GPU published before this READY is then visible below
-      r = ready.load(std::memory_order_acquire);
+      // HEAD first: a pass end the GPU published before this hand-off (a kernel before the one
+      // that wrote HEAD, whose writes were flushed when it completed) is then visible below
+      h = head.load(std::memory_order_acquire);
       k = passes.load(std::memory_order_acquire);
-      if (r != last_ready || k != last_pass) break;
+      if (ll_seq(h) != last_seq || k != last_pass) break;
       if (stop_.load(std::memory_order_relaxed)) return;
       __builtin_ia32_pause();  // leave the core's other hyperthread its issue slots
       if (++spins < 4096) continue;
@@ -149,29 +172,74 @@ void CompServer::loop() {
     // A pass's end comes after all its hand-offs and before the next pass's first.
     for (; last_pass != k; ++last_pass) end_pass(last_pass);
     passes_seen_.store(last_pass, std::memory_order_release);
-    if (r != last_ready) {
-      serve(r);
-      last_ready = r;
+    if (ll_seq(h) != last_seq) {
+      serve(ll_seq(h), ll_word(h));
+      last_seq = ll_seq(h);
     }
   }
 }
 
-void CompServer::serve(uint32_t seq) {
+void CompServer::take_x(const ServedPoint& sp, int n, uint32_t seq, bool norm, int w, int W,
+                        SpinBarrier& bar, std::atomic<bool>& stopped) {
+  const int d = sp.cp->d_in();
+  const int64_t total = int64_t(n) * d;
+  float* xs = xs_.data();
+  // The words arrive over PCIe while the workers read them (each waits for its own slice);
+  // small inputs on one worker.
+  const bool par = W > 1 && total >= 2048;
+  if (par || w == 0) {
+    const int64_t b = par ? total * w / W : 0, e = par ? total * (w + 1) / W : total;
+    if (!tagged_unpack(ch_.x + b, xs + b, e - b, seq, cfg_.level, &stop_)) stopped.store(true);
+  }
+  if (!norm) return;
+  bar.wait();
+  if (w != 0) return;
+  // The RMSNorm the GPU's product applies to the same rows (kernels: rmsnorm, NormIn), rounded
+  // to the activation type as the GPU's normalized rows are.
+  const float* g = sp.norm_gamma.data();
+  for (int r = 0; r < n; ++r) {
+    float* x = xs + size_t(r) * size_t(d);
+    const float inv = 1.0f / std::sqrt(sum_squares(x, d, cfg_.level) / float(d) + sp.norm_eps);
+    for (int c = 0; c < d; ++c) x[c] = g[c] * (x[c] * inv);
+    if (sp.norm_round != ServedPoint::Round::None)
+      round_to_half(x, d, sp.norm_round == ServedPoint::Round::F16, cfg_.level);
+  }
+}
+
+void CompServer::serve(uint32_t seq, uint32_t point) {
   const int64_t t0 = now_ns();
   const int P = n_points();
-  const int p = int(ch_.hdr->point);
-  const uint32_t rows_word = ch_.hdr->rows;
+  uint64_t rw = 0;
+  if (!ll_wait(&ch_.hdr->head[1], seq, &rw, &stop_)) return;
+  const int p = int(point);
+  const uint32_t rows_word = ll_word(rw);
   const bool prefill = (rows_word & kPrefillFlag) != 0;
-  const int n = int(rows_word & ~kPrefillFlag);
+  const bool norm = (rows_word & kNormFlag) != 0;
+  const int n = int(rows_word & kRowsMask);
   const int expect = int((seq - 1) % uint32_t(P));  // (points the GPU skips leave gaps)
-  if (p != expect || n < 1 || n > rows_max_) {
-    // Answer anyway so the GPU does not hang; the engine reports the error on its next call.
+  const bool bad_norm = p == expect && norm && points_[size_t(p)].norm_gamma.empty();
+  if (p != expect || n < 1 || n > rows_max_ || bad_norm) {
+    // Answer anyway (zeros over the whole buffer) so the GPU does not hang; the engine reports
+    // the error on its next call.
     std::lock_guard<std::mutex> lock(mu_);
     if (error_.empty())
       error_ = "compensation hand-off " + std::to_string(seq) + " carried point " +
-               std::to_string(p) + " with " + std::to_string(n) + " rows; expected point " +
-               std::to_string(expect) + " and 1.." + std::to_string(rows_max_) + " rows";
-    publish_done(ch_.hdr->words, seq);
+               std::to_string(p) + " with " + std::to_string(n) + " rows" +
+               (bad_norm ? " and a residual to normalize but the point has no RMSNorm" : "") +
+               "; expected point " + std::to_string(expect) + " and 1.." +
+               std::to_string(rows_max_) + " rows";
+    // Only once the GPU is done reading the last Y: after this hand-off's input where it can be
+    // read, else after a pause far longer than the GPU's reads take.
+    if (p >= 0 && p < P && n >= 1 && n <= rows_max_) {
+      const int64_t cnt = int64_t(n) * points_[size_t(p)].cp->d_in();
+      if (!tagged_unpack(ch_.x, xs_.data(), cnt, seq, cfg_.level, &stop_)) return;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const int64_t all = int64_t(rows_max_) * max_width();
+    for (int64_t i = 0; i < all; ++i)
+      ll_at(ch_.y + i)->store(ll_pack(0.f, seq), std::memory_order_relaxed);
+    ch_.hdr->done.store(seq, std::memory_order_release);
     return;
   }
   // The previous point's GPU wait is final now (the GPU wrote it before this hand-off).
@@ -181,7 +249,7 @@ void CompServer::serve(uint32_t seq) {
   const CompPoint& cp = *sp.cp;
   const int L = cp.layers();
   int ranks[16];
-  float* y[16];
+  uint64_t* y[16];
   {
     // the controller chooses decode ranks only: prefill under it uses the full ranks
     std::lock_guard<std::mutex> lock(mu_);
@@ -195,9 +263,29 @@ void CompServer::serve(uint32_t seq) {
     width += cp.d_out(j);
   }
   WorkerPool& pool = !prefill && decode_pool_ ? *decode_pool_ : *pool_;
-  cp.apply(ranks, ch_.x, n, y, t_.data(), pool, cfg_.level, /*accumulate=*/false);
-  publish_done(ch_.hdr->words, seq);
-  const int64_t span = now_ns() - t0;
+  const int64_t t_head = now_ns();
+  // One parallel section: the input (and its RMSNorm), then the product (CompPoint::Prologue).
+  std::atomic<bool> stopped{false};
+  int64_t t_x = 0;
+  const CompPoint::Prologue take = [&](int w, int W, SpinBarrier& bar) {
+    take_x(sp, n, seq, norm, w, W, bar, stopped);
+    if (w == 0) t_x = now_ns();
+  };
+  cp.apply_tagged(ranks, xs_.data(), n, y, seq, t_.data(), pool, cfg_.level, &take);
+  if (stopped.load()) return;  // (the server is stopping)
+  ch_.hdr->done.store(seq, std::memory_order_release);
+  const int64_t t_done = now_ns();
+  const int64_t span = t_done - t0;
+  if (serve_trace_ && !prefill) {
+    // per point of a 4-point layer (q/k/v, o, gate/up, down): since the last DONE, HEAD, x, y
+    double* a = serve_trace_sum_ + 5 * (p % 4);
+    a[0] += last_done_ns_ ? double(t0 - last_done_ns_) : 0.0;
+    a[1] += double(t_head - t0);
+    a[2] += double(t_x - t_head);
+    a[3] += double(t_done - t_x);
+    a[4] += 1;
+  }
+  last_done_ns_ = t_done;
 
   std::lock_guard<std::mutex> lock(mu_);
   span_ns_[size_t(p)] = span;
@@ -217,8 +305,9 @@ void CompServer::serve(uint32_t seq) {
   }
   for (int j = 0; j < L && j < 16; ++j) pass_rank_[size_t(sp.linear[size_t(j)])] += ranks[j];
   st_.cpu_busy_ns += double(span);
-  st_.bytes_to_host += int64_t(n) * cp.d_in() * 4;
-  st_.bytes_to_device += int64_t(n) * width * 4;
+  // tagged words: 8 bytes a value, and the two header words
+  st_.bytes_to_host += int64_t(n) * cp.d_in() * 8 + 16;
+  st_.bytes_to_device += int64_t(n) * width * 8;
   st_.factor_bytes_read += bytes;
 }
 

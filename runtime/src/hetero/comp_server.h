@@ -3,16 +3,18 @@
 // rank controller.
 //
 // Per forward pass the GPU visits points 0..P-1 in order; for point p of pass k it writes the
-// point's input x into the channel's X buffer, the header (point, rows) and READY = k·P + p + 1,
-// and later waits for DONE >= that value before adding Y into the point's outputs
+// point's input x into the channel's X buffer and the two header words, all tagged with
+// seq = k·P + p + 1, and later reads Y (each word once it carries seq) into the point's outputs
 // (handoff.h has the protocol and its ordering guarantees). Only one point is ever in flight,
 // because the GPU needs point p's correction before it can produce point p+1's input, so one X
 // and one Y buffer suffice:
-//   X  [rows, d_in_p]                       float32, written by the GPU
-//   Y  [Σ_j rows · d_out_j] = y_0 | y_1 |…  float32, y_j [rows, d_out_j], written by the CPU
-// The GPU also records, per point, how long it spun waiting for DONE (wait_ns[p], its own
-// clock); the server reads point p's figure once point p+1 has been handed over (by then the GPU
-// has written it), for the statistics and the controller.
+//   X  [rows, d_in_p]                       tagged float32, written by the GPU
+//   Y  [Σ_j rows · d_out_j] = y_0 | y_1 |…  tagged float32, y_j [rows, d_out_j], by the CPU
+// When HEAD[1] carries kNormFlag, X is the residual stream before the point's RMSNorm and the
+// server applies it (ServedPoint::norm_gamma), rounding to the activation type as the GPU does.
+// The GPU also records, per point, how long it spun waiting for the correction (wait_ns[p], its
+// own clock, from the CPU's DONE word); the server reads point p's figure once point p+1 has been
+// handed over (by then the GPU has written it), for the statistics and the controller.
 //
 // Rank controller (cpu-async decode passes only), two parts:
 //  - Ranks within a point: each point has a level in [0, 1] and uses the rank prefix
@@ -66,9 +68,10 @@ struct PassStamp {
 constexpr int kPassStamps = 8;  // ring: pass k's stamp is stamps[k % 8]
 
 struct ChannelHeader {
-  HandoffWords words;
-  alignas(64) uint32_t point;  // point id of the hand-off (written by the GPU before READY)
-  uint32_t rows;               // rows of x, | kPrefillFlag when the pass is a prefill chunk
+  // HEAD (GPU): tagged words (point id, seq) and (rows | kPrefillFlag | kNormFlag, seq)
+  alignas(64) uint64_t head[2] = {0, 0};
+  // DONE (CPU): seq of the last correction completed (the GPU times its wait with it)
+  alignas(64) std::atomic<uint32_t> done{0};
   // passes ended so far (the GPU writes k + 1 with release after stamps[k % 8])
   alignas(64) std::atomic<uint32_t> passes{0};
   PassStamp stamps[kPassStamps];
@@ -83,13 +86,11 @@ inline void publish_pass_end(ChannelHeader& h, uint32_t pass, uint64_t t_begin, 
   s.decode = decode ? 1u : 0u;
   h.passes.store(pass + 1, std::memory_order_release);
 }
-constexpr uint32_t kPrefillFlag = 0x80000000u;
-
 // Where the channel lives (mapped pinned host memory in the engine; plain memory in tests).
 struct Channel {
   ChannelHeader* hdr = nullptr;
-  const float* x = nullptr;              // [rows_max, max d_in]
-  float* y = nullptr;                    // [rows_max · max Σ_j d_out_j]
+  const uint64_t* x = nullptr;           // tagged [rows_max, max d_in]
+  uint64_t* y = nullptr;                 // tagged [rows_max · max Σ_j d_out_j]
   const uint32_t* wait_ns = nullptr;     // [P] GPU spin per point (0 when not measured)
 };
 
@@ -97,6 +98,11 @@ struct Channel {
 struct ServedPoint {
   std::unique_ptr<CompPoint> cp;
   std::vector<int> linear;  // per layer j: the linear's global index (layer · 7 + kind)
+  // The RMSNorm before the point (hand-offs with kNormFlag): x = round(gamma ⊙ h / rms(h)),
+  // rounded to the GPU's activation type; empty gamma: the GPU always hands over x itself.
+  std::vector<float> norm_gamma;  // [d_in]
+  float norm_eps = 0.f;
+  enum class Round : int { None = 0, F16 = 1, BF16 = 2 } norm_round = Round::None;
 };
 
 struct CompServerConfig {
@@ -165,7 +171,11 @@ class CompServer {
 
  private:
   void loop();
-  void serve(uint32_t seq);
+  void serve(uint32_t seq, uint32_t point);
+  // Worker w of W: its part of X of hand-off `seq` into xs_ (rows n of d_in), then (worker 0,
+  // after the barrier) the RMSNorm where `norm`; `stopped` set when the server stops meanwhile.
+  void take_x(const ServedPoint& sp, int n, uint32_t seq, bool norm, int w, int W,
+              SpinBarrier& bar, std::atomic<bool>& stopped);
   void end_pass(uint32_t k);
   void account_wait(int q);
   void control(int q, int64_t span_ns, int64_t wait_ns);
@@ -186,6 +196,11 @@ class CompServer {
   int64_t switches_at_reset_ = 0;  // involuntary_switches() at the last reset
   int64_t involuntary_switches() const;
   std::vector<float> t_;        // scratch [rows_max · max total rank]
+  std::vector<float> xs_;       // the hand-off's x [rows_max · max d_in]
+  // HCINFER_SERVE_TRACE=1: per point % 4, sums of the serving thread's phases (printed at exit)
+  bool serve_trace_ = false;
+  double serve_trace_sum_[20] = {};
+  int64_t last_done_ns_ = 0;
   int rows_max_ = 0;
 
   std::mutex mu_;  // guards everything below against the API thread

@@ -15,6 +15,27 @@
 
 namespace hci {
 
+// A barrier for the workers of one WorkerPool::run section (spinning: its waits are
+// microseconds, between the phases of a compensation point).
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int n) : n_(n) {}
+  void wait() {
+    const uint32_t gen = gen_.load(std::memory_order_acquire);
+    if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      count_.store(0, std::memory_order_relaxed);
+      gen_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    while (gen_.load(std::memory_order_acquire) == gen) __builtin_ia32_pause();
+  }
+
+ private:
+  const int n_;
+  std::atomic<int> count_{0};
+  std::atomic<uint32_t> gen_{0};
+};
+
 class WorkerPool {
  public:
   // n_threads workers in total, the calling thread counted as worker 0. cores: optional CPU ids
