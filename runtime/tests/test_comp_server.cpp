@@ -103,17 +103,18 @@ void pass_end(FakeChannel& ch, uint32_t pass, int64_t step_ns, bool decode, Comp
 }  // namespace
 
 TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
+  for (int decode_threads : {1, 2}) {
   // A separate set of points with the same seeds gives the reference.
   const std::vector<ServedPoint> ref = tiny_points(FactorType::BF16, 8);
   CompServerConfig cfg;
   cfg.threads = 3;
-  cfg.decode_threads = 1;  // decode rows on a pool of one, prefill rows on all three
+  cfg.decode_threads = decode_threads;  // decode rows on a pool of 1 or 2, prefill rows on all 3
   cfg.rows_max = 40;
   cfg.level = best_simd_level();
   FakeChannel fc(40, 64, 128, 2);
   CompServer server(tiny_points(FactorType::BF16, 8), fc.channel(), cfg);
   CHECK(server.n_points() == 2 && server.max_d_in() == 64 && server.max_width() == 128);
-  CHECK(server.threads() == 3 && server.decode_threads() == 1);
+  CHECK(server.threads() == 3 && server.decode_threads() == decode_threads);
   uint32_t seq = 0;
   double worst = 0;
   for (int pass = 0; pass < 12; ++pass) {
@@ -151,6 +152,7 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
   CHECK(st.bytes_to_host > 0 && st.bytes_to_device > 0 && st.factor_bytes_read > 0);
   CHECK_NEAR(st.rank_fraction_sum / double(st.steps), 1.0, 1e-12);
   CHECK(server.error().empty());
+  }
 }
 
 TEST(fixed_ranks_are_used_and_reported) {
@@ -220,6 +222,7 @@ TEST(server_normalizes_a_raw_residual) {
     pts[0].norm_round = round;
     CompServerConfig cfg;
     cfg.rows_max = 2;
+    cfg.threads = round == ServedPoint::Round::F16 ? 3 : 1;  // column-split norm over 3 workers
     FakeChannel fc(2, 64, 128, 2);
     CompServer server(std::move(pts), fc.channel(), cfg);
     auto h = testutil::random_vec(128, 32);

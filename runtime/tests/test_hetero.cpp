@@ -72,6 +72,69 @@ TEST(kernels_match_float64_reference) {
   }
 }
 
+// The hand-off form: y as tagged words (every word written once, with the tag; layers at rank 0
+// zeros), the A pass split by rows or (t_part) by input columns with a prologue that fills only
+// each worker's columns of x, against the float64 reference. d_in 96 over 5 workers leaves some
+// with no columns at all.
+TEST(tagged_apply_matches_reference_row_and_column_split) {
+  const CompPoint p = make_point(FactorType::BF16, 6);
+  for (int threads : {1, 3, 5})
+    for (bool columns : {false, true})
+      for (int n : {1, 3, 9}) {
+        WorkerPool pool(threads);
+        const int ranks[3] = {12, 0, 5};
+        const auto x = testutil::random_vec(size_t(n * 96), 40 + n);
+        std::vector<float> xs(x.size(), std::nanf(""));  // filled by the prologue only
+        std::vector<std::vector<uint64_t>> y(3);
+        std::vector<std::vector<double>> ref(3);
+        uint64_t* yp[3];
+        double* rp[3];
+        for (int j = 0; j < 3; ++j) {
+          y[size_t(j)].assign(size_t(n * p.d_out(j)), ll_pack(5.0f, 6));  // stale words
+          ref[size_t(j)].assign(size_t(n * p.d_out(j)), 0.0);
+          yp[j] = y[size_t(j)].data();
+          rp[j] = ref[size_t(j)].data();
+        }
+        const CompPoint::Prologue fill = [&](int w, int W, SpinBarrier&) {
+          int c0 = 0, c1 = 96;
+          if (columns) CompPoint::input_columns(96, w, W, &c0, &c1);
+          else if (w != 0) return;
+          for (int b = 0; b < n; ++b)
+            for (int c = c0; c < c1; ++c) xs[size_t(b * 96 + c)] = x[size_t(b * 96 + c)];
+        };
+        const size_t tn = size_t(threads) * size_t(n) * size_t(p.total_rank());
+        std::vector<float> t(tn, -1e30f), tp(tn, -1e30f);
+        p.apply_tagged(ranks, xs.data(), n, yp, 7, t.data(), pool, best_simd_level(), &fill,
+                       columns ? tp.data() : nullptr);
+        p.apply_reference(ranks, x.data(), n, rp);
+        double max_err = 0, max_ref = 0;
+        int bad_tags = 0;
+        for (int j = 0; j < 3; ++j)
+          for (size_t i = 0; i < y[size_t(j)].size(); ++i) {
+            bad_tags += ll_seq(y[size_t(j)][i]) != 7u;
+            max_err = std::max(max_err, std::fabs(ll_value(y[size_t(j)][i]) - ref[size_t(j)][i]));
+            max_ref = std::max(max_ref, std::fabs(ref[size_t(j)][i]));
+          }
+        if (!(max_err <= 1e-5 * max_ref) || bad_tags)
+          std::printf("  threads %d columns %d n %d: max err %g (max |ref| %g), bad tags %d\n",
+                      threads, int(columns), n, max_err, max_ref, bad_tags);
+        CHECK(max_err <= 1e-5 * max_ref);
+        CHECK(bad_tags == 0);
+      }
+  // column slices cover d_in exactly, in multiples of 16 but the last
+  for (int W : {1, 3, 6, 7})
+    for (int d : {96, 4096, 11008, 5}) {
+      int prev = 0;
+      for (int w = 0; w < W; ++w) {
+        int c0, c1;
+        CompPoint::input_columns(d, w, W, &c0, &c1);
+        CHECK(c0 == prev && c1 >= c0 && (c0 % 16 == 0));
+        prev = c1;
+      }
+      CHECK(prev == d);
+    }
+}
+
 TEST(tiled_b_matches_the_factors_given) {
   // The reference above reads the stored factors back; this one uses the caller's A and B (float32
   // storage is exact), so the tiled layout of Bᵀ is checked end to end: several full column tiles

@@ -373,18 +373,26 @@ void CompPoint::fill_random(uint64_t seed, float stddev, WorkerPool& pool) {
 
 void CompPoint::apply(const int* ranks, const float* x, int n, float* const* y, float* t,
                       WorkerPool& pool, SimdLevel level, bool accumulate) const {
-  run(ranks, x, n, y, nullptr, 0, t, pool, level, accumulate, nullptr);
+  run(ranks, x, n, y, nullptr, 0, t, pool, level, accumulate, nullptr, nullptr);
+}
+
+void CompPoint::input_columns(int d_in, int w, int W, int* c0, int* c1) {
+  auto at = [&](int k) { return k >= W ? d_in : int(int64_t(d_in) * k / W) / 16 * 16; };
+  *c0 = at(w);
+  *c1 = at(w + 1);
 }
 
 void CompPoint::apply_tagged(const int* ranks, const float* x, int n, uint64_t* const* y,
                              uint32_t seq, float* t, WorkerPool& pool, SimdLevel level,
-                             const Prologue* before) const {
-  run(ranks, x, n, nullptr, y, seq, t, pool, level, false, before);
+                             const Prologue* before, float* t_part) const {
+  if (t_part && n > 16) fail(HCI_ERR_INVALID_ARGUMENT, "compensation point: column split for n <= 16");
+  run(ranks, x, n, nullptr, y, seq, t, pool, level, false, before, t_part);
 }
 
 void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
                     uint64_t* const* yt, uint32_t seq, float* t, WorkerPool& pool,
-                    SimdLevel level, bool accumulate, const Prologue* before) const {
+                    SimdLevel level, bool accumulate, const Prologue* before,
+                    float* t_part) const {
   const RowDot dot = pick(type_, level);
   const int L = layers();
   for (int j = 0; j < L; ++j)
@@ -430,6 +438,37 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
       }
     }
   };
+  // Phase 1, column-split: t_part[w, b, row0_j + k] = A_j[k, c0:c1] · x[b, c0:c1]
+  auto phase1_columns = [&](int w) {
+    int c0, c1;
+    input_columns(d_in_, w, W, &c0, &c1);
+    float* tp = t_part + size_t(w) * size_t(n) * size_t(T);
+    for (int j = 0; j < L; ++j)
+      for (int k = 0; k < ranks[j]; ++k) {
+        const int64_t row = row0_[size_t(j)] + k;
+        const uint8_t* a = a_.data() + (size_t(row) * size_t(d_in_) + size_t(c0)) * size_t(elem_);
+        for (int b0 = 0; b0 < n; b0 += 4) {
+          const int nb = std::min(4, n - b0);
+          const float* xs[4];
+          float out[4] = {0.f, 0.f, 0.f, 0.f};
+          for (int b = 0; b < nb; ++b) xs[b] = x + size_t(b0 + b) * size_t(d_in_) + size_t(c0);
+          if (c1 > c0) dot(a, xs, nb, c1 - c0, out);
+          for (int b = 0; b < nb; ++b) tp[size_t(b0 + b) * size_t(T) + size_t(row)] = out[b];
+        }
+      }
+  };
+  // ... and its sums, each worker for itself (t is then per worker: t + w · n · T)
+  auto sum_columns = [&](int w) {
+    float* tw = t + size_t(w) * size_t(n) * size_t(T);
+    for (int b = 0; b < n; ++b)
+      for (int j = 0; j < L; ++j)
+        for (int k = 0; k < ranks[j]; ++k) {
+          const size_t i = size_t(b) * size_t(T) + size_t(row0_[size_t(j)] + k);
+          float s = 0.f;
+          for (int v = 0; v < W; ++v) s += t_part[size_t(v) * size_t(n) * size_t(T) + i];
+          tw[i] = s;
+        }
+  };
   // Phase 2: y_j[b, c] += Σ_k t[b, row0_j + k] · Bᵀ_j[k, c], each worker a slice of the
   // active layers' column tiles: a tile's rows k < rank are one contiguous block (the first
   // layout, rows of the whole Bᵀ_j, made each worker read rank short pieces d_out_j apart: 52%
@@ -439,7 +478,7 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
   const Axpy axpy = pick_axpy(type_, level);
   int64_t tiles = 0;
   for (int j = 0; j < L; ++j) tiles += ranks[j] > 0 ? (d_out_[size_t(j)] + kBTile - 1) / kBTile : 0;
-  auto phase2 = [&](int w) {
+  auto phase2 = [&](int w, const float* t) {
     int64_t begin, end;
     slice(tiles, W, w, begin, end);
     int64_t base = 0;
@@ -472,6 +511,15 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
   // barrier (a fork-join per phase cost ~0.5 us each at 8 workers).
   SpinBarrier bar(W);
   pool.run([&](int w) {
+    if (t_part) {  // the prologue left this worker's columns of x: no barrier before the A pass
+      if (before) (*before)(w, W, bar);
+      phase1_columns(w);
+      bar.wait();
+      if (w == 0) zero_rank0();
+      sum_columns(w);
+      phase2(w, t + size_t(w) * size_t(n) * size_t(T));
+      return;
+    }
     if (before) {
       (*before)(w, W, bar);
       bar.wait();
@@ -479,7 +527,7 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
     if (w == 0) zero_rank0();
     phase1(w);
     bar.wait();
-    phase2(w);
+    phase2(w, t);
   });
 }
 

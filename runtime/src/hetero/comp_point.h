@@ -59,10 +59,21 @@ class CompPoint {
   // `before` (optional) runs on every worker first, in the same parallel section (one fork-join
   // for the whole point), and may wait on the section's barrier itself (e.g. the hand-off's
   // input arriving, then its RMSNorm); the product starts once every worker has returned from it.
+  //
+  // With `t_part` (scratch of workers · n · total_rank() floats, n ≤ 16; `t` must then hold as
+  // many: each worker sums the partials into its own copy) the A pass is split by
+  // input columns instead of A's rows: worker w multiplies its own columns input_columns(w) of
+  // every active row into partial sums, and the B pass adds the partials. The prologue then
+  // needs to provide only x[:, input_columns(w)] on worker w, and the A pass follows it without
+  // a barrier: the x a worker just unpacked stays in its own cache (row-split, every worker read
+  // all of x from the others' caches).
   using Prologue = std::function<void(int worker, int workers, SpinBarrier& barrier)>;
   void apply_tagged(const int* ranks, const float* x, int n, uint64_t* const* y, uint32_t seq,
                     float* t, WorkerPool& pool, SimdLevel level,
-                    const Prologue* before = nullptr) const;
+                    const Prologue* before = nullptr, float* t_part = nullptr) const;
+  // Columns [c0, c1) of x that worker w of W handles in the column-split A pass (multiples of 16
+  // but the last).
+  static void input_columns(int d_in, int w, int W, int* c0, int* c1);
 
   // Float64 reference of apply() from the stored (rounded) factors, single-threaded.
   void apply_reference(const int* ranks, const float* x, int n, double* const* y) const;
@@ -85,7 +96,7 @@ class CompPoint {
   // apply (y) or apply_tagged (yt, seq)
   void run(const int* ranks, const float* x, int n, float* const* y, uint64_t* const* yt,
            uint32_t seq, float* t, WorkerPool& pool, SimdLevel level, bool accumulate,
-           const Prologue* before) const;
+           const Prologue* before, float* t_part) const;
 
   int d_in_;
   std::vector<int> d_out_, r_max_, row0_;

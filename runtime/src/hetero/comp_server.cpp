@@ -66,7 +66,12 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
     ranks_.push_back(r);
   }
   n_linears_ = (n_linears_ + 6) / 7 * 7;
-  t_.assign(size_t(rows_max_) * size_t(std::max(1, max_rank)), 0.f);
+  // t: rows_max rows for a row-split A pass, or a copy per worker of 16 rows (column split,
+  // decode); tp_: the column split's partial sums; ss_: partial sums of squares per worker, row
+  const size_t workers = size_t(pool_->size());
+  t_.assign(std::max(size_t(rows_max_), workers * kSplitRows) * size_t(std::max(1, max_rank)), 0.f);
+  tp_.assign(workers * kSplitRows * size_t(std::max(1, max_rank)), 0.f);
+  ss_.assign(workers * kSplitRows, 0.f);
   xs_.assign(size_t(rows_max_) * size_t(max_d_in()), 0.f);
   for (const ServedPoint& sp : points_)
     if (!sp.norm_gamma.empty() && int(sp.norm_gamma.size()) != sp.cp->d_in())
@@ -182,20 +187,40 @@ void CompServer::loop() {
 void CompServer::take_x(const ServedPoint& sp, int n, uint32_t seq, bool norm, int w, int W,
                         SpinBarrier& bar, std::atomic<bool>& stopped) {
   const int d = sp.cp->d_in();
-  const int64_t total = int64_t(n) * d;
   float* xs = xs_.data();
-  // The words arrive over PCIe while the workers read them (each waits for its own slice);
-  // small inputs on one worker.
-  const bool par = W > 1 && total >= 2048;
-  if (par || w == 0) {
-    const int64_t b = par ? total * w / W : 0, e = par ? total * (w + 1) / W : total;
-    if (!tagged_unpack(ch_.x + b, xs + b, e - b, seq, cfg_.level, &stop_)) stopped.store(true);
+  if (n <= kSplitRows) {
+    // Column split (CompPoint::apply_tagged with t_part): this worker's columns of every row,
+    // as their words arrive; with the RMSNorm, the rows' sums of squares from every worker's
+    // part (one barrier) and this worker's columns normalized.
+    int c0, c1;
+    CompPoint::input_columns(d, w, W, &c0, &c1);
+    for (int b = 0; b < n; ++b) {
+      float* x = xs + size_t(b) * size_t(d);
+      if (!tagged_unpack(ch_.x + int64_t(b) * d + c0, x + c0, c1 - c0, seq, cfg_.level, &stop_))
+        stopped.store(true);
+      if (norm) ss_[size_t(w) * kSplitRows + size_t(b)] = sum_squares(x + c0, c1 - c0, cfg_.level);
+    }
+    if (!norm) return;
+    bar.wait();
+    const float* g = sp.norm_gamma.data();
+    for (int b = 0; b < n; ++b) {
+      float ss = 0.f;
+      for (int v = 0; v < W; ++v) ss += ss_[size_t(v) * kSplitRows + size_t(b)];
+      const float inv = 1.0f / std::sqrt(ss / float(d) + sp.norm_eps);
+      float* x = xs + size_t(b) * size_t(d);
+      for (int c = c0; c < c1; ++c) x[c] = g[c] * (x[c] * inv);
+      if (sp.norm_round != ServedPoint::Round::None)
+        round_to_half(x + c0, c1 - c0, sp.norm_round == ServedPoint::Round::F16, cfg_.level);
+    }
+    return;
   }
+  // Row split (prefill chunks): all of x before the A pass, unpacked in slices.
+  const int64_t total = int64_t(n) * d;
+  const int64_t b = total * w / W, e = total * (w + 1) / W;
+  if (!tagged_unpack(ch_.x + b, xs + b, e - b, seq, cfg_.level, &stop_)) stopped.store(true);
   if (!norm) return;
   bar.wait();
   if (w != 0) return;
-  // The RMSNorm the GPU's product applies to the same rows (kernels: rmsnorm, NormIn), rounded
-  // to the activation type as the GPU's normalized rows are.
   const float* g = sp.norm_gamma.data();
   for (int r = 0; r < n; ++r) {
     float* x = xs + size_t(r) * size_t(d);
@@ -271,7 +296,8 @@ void CompServer::serve(uint32_t seq, uint32_t point) {
     take_x(sp, n, seq, norm, w, W, bar, stopped);
     if (w == 0) t_x = now_ns();
   };
-  cp.apply_tagged(ranks, xs_.data(), n, y, seq, t_.data(), pool, cfg_.level, &take);
+  cp.apply_tagged(ranks, xs_.data(), n, y, seq, t_.data(), pool, cfg_.level, &take,
+                  n <= kSplitRows ? tp_.data() : nullptr);
   if (stopped.load()) return;  // (the server is stopping)
   ch_.hdr->done.store(seq, std::memory_order_release);
   const int64_t t_done = now_ns();

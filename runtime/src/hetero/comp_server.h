@@ -197,6 +197,9 @@ class CompServer {
   int64_t involuntary_switches() const;
   std::vector<float> t_;        // scratch [rows_max · max total rank]
   std::vector<float> xs_;       // the hand-off's x [rows_max · max d_in]
+  static constexpr int kSplitRows = 16;  // hand-offs of up to this many rows: column-split A pass
+  std::vector<float> tp_;       // column split: partial t [workers, 16, max total rank]
+  std::vector<float> ss_;       // column split: partial sums of squares [workers, 16]
   // HCINFER_SERVE_TRACE=1: per point % 4, sums of the serving thread's phases (printed at exit)
   bool serve_trace_ = false;
   double serve_trace_sum_[20] = {};
