@@ -86,6 +86,9 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   starved_.assign(points_.size(), 0);
   tried_.assign(points_.size(), 0);
   cost_ns_ = cfg_.point_cost_ns;
+  const char* dp = std::getenv("HCINFER_DECODE_POOL");  // auto (default), small, large
+  decode_pool_mode_ = dp && std::strcmp(dp, "small") == 0 ? 1 : dp && std::strcmp(dp, "large") == 0 ? 2 : 0;
+  large_decode_ = decode_pool_mode_ == 2;
   const char* st = std::getenv("HCINFER_SERVE_TRACE");
   serve_trace_ = st && st[0] == '1';
   thread_ = std::thread([this] { loop(); });
@@ -122,6 +125,7 @@ void CompServer::restart() {
     pending_wait_ = -1;
     pass_wait_ns_ = 0;
     pass_served_ = 0;
+    pass_bytes_ = 0;
     std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
   }
   stop_.store(false, std::memory_order_release);
@@ -287,7 +291,10 @@ void CompServer::serve(uint32_t seq, uint32_t point) {
     off += int64_t(n) * cp.d_out(j);
     width += cp.d_out(j);
   }
-  WorkerPool& pool = !prefill && decode_pool_ ? *decode_pool_ : *pool_;
+  // Decode hand-offs on the small pool (one worker per physical core: latency) unless the last
+  // decode pass's points averaged more than kLargePointBytes of factors (bandwidth: the large
+  // pool's hyperthreads keep more reads in flight).
+  WorkerPool& pool = !prefill && decode_pool_ && !large_decode_ ? *decode_pool_ : *pool_;
   const int64_t t_head = now_ns();
   // One parallel section: the input (and its RMSNorm), then the product (CompPoint::Prologue).
   std::atomic<bool> stopped{false};
@@ -325,6 +332,7 @@ void CompServer::serve(uint32_t seq, uint32_t point) {
   pending_wait_ = p;
   ++pass_served_;
   const int64_t bytes = cp.bytes_read(ranks);
+  pass_bytes_ += bytes;
   if (bytes > (64 << 10)) {  // CPU speed from a substantial product (span includes a fork-join)
     const double bps = double(bytes) / (double(std::max<int64_t>(span, 1000)) * 1e-9);
     cpu_bps_ = cpu_bps_ > 0 ? 0.8 * cpu_bps_ + 0.2 * bps : bps;
@@ -355,9 +363,13 @@ void CompServer::end_pass(uint32_t k) {
     if (cfg_.controller && s.t_end > s.t_begin)
       control_points(int64_t(s.t_end - s.t_begin), pass_wait_ns_, pass_served_);
   }
+  if (s.decode && pass_served_ > 0)
+    large_decode_ = decode_pool_mode_ == 2 ||
+                    (decode_pool_mode_ == 0 && pass_bytes_ / pass_served_ > kLargePointBytes);
   std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
   pass_wait_ns_ = 0;
   pass_served_ = 0;
+  pass_bytes_ = 0;
 }
 
 void CompServer::account_wait(int q) {

@@ -216,6 +216,11 @@ class CompServer {
   std::vector<double> pass_rank_;        // per linear: Σ ranks served in the pass in flight
   int64_t pass_wait_ns_ = 0;             // GPU waits of the pass in flight
   int pass_served_ = 0;                  // decode hand-offs of the pass in flight
+  int64_t pass_bytes_ = 0;               // their factor bytes
+  // decode hand-offs on the large pool: the last decode pass averaged more than this per point
+  static constexpr int64_t kLargePointBytes = 1 << 20;
+  bool large_decode_ = false;
+  int decode_pool_mode_ = 0;             // HCINFER_DECODE_POOL: 0 auto, 1 small, 2 large
   int pending_wait_ = -1;                // served point whose GPU wait is not accounted yet
   // the point set (controller)
   std::vector<char> on_;                 // per point: handed over in decode passes
