@@ -17,10 +17,12 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_NORM_IN",
   "HCINFER_Q4_EARLY",
   "HCINFER_ISOLATE_WORKERS",
+  "HCINFER_DECODE_POOL",
   // diagnostics (a few extra stores and prints per step)
   "HCINFER_HANDOFF_TRACE",
   "HCINFER_CONTROLLER_LOG",
   "HCINFER_KERNEL_STAMPS",
+  "HCINFER_SERVE_TRACE",
 ] as const;
 
 /** GPU provenance fields for a record, given the library's build string (`deviceInfo().build`). */
