@@ -33,11 +33,11 @@ Deno.test("hetero_throughput is registered", () => {
 Deno.test("the bundled H100 config is valid and its points are what it promises", async () => {
   const config = await bundled("hetero_throughput_h100.json");
   const points = heteroPoints(config);
-  // 7B: none + 3 placements × 4 ranks (prefill compensation on the GPU), cpu-async r16 with the
+  // 7B: none + 3 placements × 5 ranks (prefill compensation on the GPU), cpu-async r16 with the
   // CPU prefill; 8B: none + 3 at rank 32; 8 GiB: none + cpu-async r16/r128 + the fp16 offload
   // baseline; controller at r128: threads {default, 4, 2} × {off, on}, less the default/off
   // point the first run already has
-  assert.equal(points.length, 13 + 1 + 4 + 4 + 5);
+  assert.equal(points.length, 16 + 1 + 4 + 4 + 5);
   const keys = new Set(points.map((p) => JSON.stringify(p)));
   assert.equal(keys.size, points.length, "no point twice");
   for (const p of points) {
