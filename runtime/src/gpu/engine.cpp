@@ -1010,7 +1010,8 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
     normed = run_op(op, base, h_.get(), dff, n, x, d, true,
                     fuse && pt[3] < 0 && B.ops[3].size() == 1 ? &ne : nullptr);
   if (pt[3] >= 0) {
-    // the next block's attention norm (its weights must be resident) or the final norm
+    // the corrected residual, handed over raw as the next block's q/k/v input (the server applies
+    // that block's attention norm; the GPU's own norm runs in the next GEMV or before the head)
     const bool last = l + 1 == sh_.n_layers;
     if (then) {
       end_point_then(pt[3], x, d, n, then_add(last ? -1 : point_at(l + 1, 0)));

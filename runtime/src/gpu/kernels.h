@@ -197,10 +197,10 @@ void decode_begin(int nb, const int* seq_len, int* row_seq, int* row_pos, cudaSt
 // seq_len[i] += 1 for i < nb.
 void decode_end(int nb, int* seq_len, cudaStream_t s);
 
-// ---- CPU compensation hand-off (comp_kernels.cu; protocol: hetero/comp_server.h) -------------
+// ---- CPU compensation hand-off (comp_kernels.cu; protocol: hetero/handoff.h, comp_server.h) ---
 
-// Device-side view of the channel: pointers into mapped pinned host memory (x, y, ready, done,
-// point_rows, wait_ns) and device memory (pass, counter).
+// Device-side view of the channel: pointers into mapped pinned host memory (x, y, head, done,
+// wait_ns, passes, stamps) and device memory (pass, trace).
 // hetero/comp_server.h PassStamp as the device writes it, in a ring of kPassStamps (engine_hetero.cpp
 // checks the layout and the ring size).
 constexpr int kPassStampsDev = 8;
