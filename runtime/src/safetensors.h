@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,5 +66,14 @@ class Checkpoint {
 float bf16_to_f32(uint16_t h);
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);  // round to nearest even; used to hold scales at fp16 precision
+// Round to nearest even (as __float2bfloat16); inf and NaN keep their class. Inline: it sits in
+// loops the compiler vectorizes (the CPU compensation server's rounding of normalized rows).
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7F800000u) == 0x7F800000u) return uint16_t(u >> 16 | ((u & 0xFFFFu) ? 0x40u : 0u));
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
 
 }  // namespace hci

@@ -10,18 +10,11 @@
 #include "error.h"
 #include "hetero/handoff.h"
 #include "hetero/tagged_words.h"
-#include "safetensors.h"  // f32_to_f16 / f16_to_f32 / bf16_to_f32
+#include "safetensors.h"  // f32_to_f16 / f32_to_bf16 / f16_to_f32 / bf16_to_f32
 
 namespace hci {
 
 namespace {
-
-uint16_t f32_to_bf16(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFF + ((u >> 16) & 1);
-  return uint16_t(u >> 16);
-}
 
 // ---- element loads, widened to float32 ------------------------------------------------------
 template <FactorType T>

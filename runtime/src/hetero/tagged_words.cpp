@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "hetero/handoff.h"
-#include "safetensors.h"  // f32_to_f16, f16_to_f32
+#include "safetensors.h"  // f32_to_f16, f32_to_bf16, f16_to_f32
 
 namespace hci {
 
@@ -75,10 +75,6 @@ __attribute__((target("avx2"))) bool unpack_avx2(const uint64_t* src, float* dst
   return unpack_scalar(src + i, dst + i, n - i, seq, stop);
 }
 
-void pack_scalar(const float* src, uint64_t* dst, int64_t n, uint32_t seq) {
-  for (int64_t i = 0; i < n; ++i) ll_at(dst + i)->store(ll_pack(src[i], seq), std::memory_order_relaxed);
-}
-
 __attribute__((target("avx512f"))) void pack_avx512(const float* src, uint64_t* dst, int64_t n,
                                                     uint32_t seq) {
   const __m512i tag = _mm512_set1_epi64(static_cast<long long>(uint64_t(seq) << 32));
@@ -87,7 +83,7 @@ __attribute__((target("avx512f"))) void pack_avx512(const float* src, uint64_t* 
     const __m256i bits = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
     _mm512_storeu_si512(static_cast<void*>(dst + i), _mm512_or_si512(_mm512_cvtepu32_epi64(bits), tag));
   }
-  pack_scalar(src + i, dst + i, n - i, seq);
+  ll_store(dst + i, src + i, n - i, seq);
 }
 
 __attribute__((target("avx2"))) void pack_avx2(const float* src, uint64_t* dst, int64_t n,
@@ -98,13 +94,11 @@ __attribute__((target("avx2"))) void pack_avx2(const float* src, uint64_t* dst, 
     const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_or_si256(_mm256_cvtepu32_epi64(bits), tag));
   }
-  pack_scalar(src + i, dst + i, n - i, seq);
+  ll_store(dst + i, src + i, n - i, seq);
 }
 
 float bf16_round(float v) {
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  if ((u & 0x7F800000u) != 0x7F800000u) u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  const uint32_t u = uint32_t(f32_to_bf16(v)) << 16;
   std::memcpy(&v, &u, 4);
   return v;
 }
@@ -157,7 +151,7 @@ void tagged_pack(const float* src, uint64_t* dst, int64_t n, uint32_t seq, SimdL
   switch (level) {
     case SimdLevel::Avx512: pack_avx512(src, dst, n, seq); break;
     case SimdLevel::Avx2: pack_avx2(src, dst, n, seq); break;
-    default: pack_scalar(src, dst, n, seq); break;
+    default: ll_store(dst, src, n, seq); break;
   }
 }
 
