@@ -16,6 +16,7 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_QGEMV_SIMT",
   "HCINFER_NORM_IN",
   "HCINFER_Q4_EARLY",
+  "HCINFER_Q4_KSPLIT",
   "HCINFER_ISOLATE_WORKERS",
   "HCINFER_DECODE_POOL",
   // diagnostics (a few extra stores and prints per step)

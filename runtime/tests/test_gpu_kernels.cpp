@@ -783,6 +783,66 @@ TEST(prologue_norm_matches_cpu) {
     }
 }
 
+TEST(lean_w4_step_tasks_match_reference) {
+  // The lean 4-bit kernel on rows longer than one step (32 x 4 vectors of 32 codes = 4096), with
+  // the steps as separate tasks (KSPLIT, default) and as whole rows per warp: Llama-2-7B's down
+  // shape (3 steps, the last partial), a 13B-like d_in 5120 (a quarter-full second step) and a
+  // grid of a few blocks (37 rows); plain with accumulate, with the prologue norm, SiLU-gated.
+  double worst = 0;
+  for (auto [d_out, d_in] : {std::pair{4096, 11008}, {300, 5120}, {38, 4608}}) {
+    QData q = make_q(d_out, d_in, 4, 128);
+    auto r = randn(size_t(d_in), 2.0f), g = randn(size_t(d_in), 0.5f), y0 = randn(size_t(d_out));
+    double ss = 0;
+    for (float v : r) ss += double(v) * v;
+    const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
+    std::vector<float> xn(r.size());
+    for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(g[i]) * (double(r[i]) * inv));
+    const auto xb = round16(xn, DType::F16);  // (rounds xn in place)
+    std::vector<double> prod(static_cast<size_t>(d_out)), acc(static_cast<size_t>(d_out));
+    ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
+    for (int i = 0; i < d_out; ++i) acc[size_t(i)] = prod[size_t(i)] + y0[size_t(i)];
+    const int dff = d_out / 2;
+    std::vector<float> gated(size_t(dff), 0.f);
+    for (int j = 0; j < dff; ++j) {
+      const double a = prod[size_t(j)], b = prod[size_t(dff + j)];
+      gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
+    }
+    DeviceBuffer X = up(xb), R = up(r), G = up(g);
+    NormIn nin;
+    nin.x = R.as<float>();
+    nin.gamma = G.as<float>();
+    nin.eps = 1e-5f;
+    set_qgemv_nb1_kernel(3);
+    std::vector<float> by_split[2];
+    for (int split : {0, 1}) {
+      set_qgemv4_ksplit(split != 0);
+      DeviceBuffer Y = up(y0), Yn = poisoned(size_t(d_out)), H = poisoned(size_t(dff));
+      qgemv(q.view(), X.get(), d_in, 1, Y.as<float>(), d_out, true, nullptr);
+      qgemv(q.view(), nullptr, d_in, 1, Yn.as<float>(), d_out, false, nullptr, nullptr, &nin);
+      CHECK(qgemv_silu(q.view(), dff, nullptr, d_in, 1, H.get(), dff, nullptr, &nin));
+      auto hb = down<uint16_t>(H, size_t(dff));
+      std::vector<float> h(hb.size());
+      for (size_t i = 0; i < h.size(); ++i) h[i] = host_f16_to_f32(hb[i]);
+      by_split[split] = down<float>(Yn, size_t(d_out));
+      const double e = rel_err(down<float>(Y, size_t(d_out)), acc),
+                   en = rel_err(by_split[split], prod), eg = rel_err(h, gated);
+      worst = std::max({worst, e, en});
+      if (!(e < 2e-3 && en < 2e-3 && eg < 3e-3))
+        std::printf("  lean W4 %dx%d split %d: accumulate %.2e, norm %.2e, gated %.2e\n", d_out,
+                    d_in, split, e, en, eg);
+      CHECK(e < 2e-3);
+      CHECK(en < 2e-3);
+      CHECK(eg < 3e-3);
+    }
+    // the two schedules add the same per-lane partial sums in different orders only
+    std::vector<double> whole(by_split[0].begin(), by_split[0].end());
+    CHECK(rel_err(by_split[1], whole) < 1e-5);
+  }
+  set_qgemv4_ksplit(true);
+  set_qgemv_nb1_kernel(-1);
+  std::printf("  worst lean W4 rel err on multi-step rows %.2e\n", worst);
+}
+
 TEST(nll_and_argmax_match_cpu) {
   const int n = 5, V = 32000;
   auto lg = randn(size_t(n) * V, 3.0f);

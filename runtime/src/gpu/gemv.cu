@@ -32,6 +32,9 @@ int g_packed_variant = 0;
 // the lean 4-bit GEMV triggers its dependents at its start (set per forward pass by the engine,
 // hence per thread)
 thread_local int g_q4_early = 1;
+// the lean 4-bit GEMV splits rows longer than one step into tasks per step (KSPLIT; per thread,
+// like the early trigger)
+thread_local int g_q4_ksplit = 1;
 int g_stamp_tag = 0;  // host launch counter recorded by instrumented kernels (kernel_stamps.cuh)
 
 __device__ __forceinline__ uint4 ld_stream(const uint4* p) { return __ldcs(p); }
@@ -1074,19 +1077,30 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
   return inv;
 }
 
-template <int RPW, int U, bool SILU>
+// KSPLIT (rows longer than one step of 32 U vectors per lane, e.g. Llama-2-7B's down: 344
+// vectors = 3 steps): without it a warp's unit is its whole row pair, the steps' loads wait for
+// the previous step's arithmetic (the registers hold one step) and down has one unit per warp, so
+// nothing overlaps them (the H100 timeline: its loop at 2.16 TB/s against 2.86-3.0 for the
+// products of one step). With it, block b owns the contiguous units [u0, u1) and its warps take
+// the tasks (unit, step) in turn, the next task's loads issued during this one's sums, as the
+// one-step products do; each task's warp sum goes to shared memory and, after one barrier, the
+// steps of a row are added in step order (deterministic) and stored (SILU: gated).
+template <int RPW, int U, bool SILU, bool KSPLIT>
 __global__ void __launch_bounds__(kQ4Threads, 1)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift5,
                   NormEpilogue norm, NormIn nin, uint32_t magic, int early, int tag) {
   static_assert(!SILU || RPW == 2, "SILU pairs two rows");
-  extern __shared__ uint4 xs[];  // [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e
+  // dynamic shared memory: [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e;
+  // KSPLIT: then the tasks' sums [u1 - u0][steps of a row][RPW]
+  extern __shared__ uint4 xs[];
   __shared__ float red[kQ4Warps];
   __shared__ int kslot;
   kstamp_begin(&kslot, SILU ? kKindQgemv4Silu : kKindQgemv4, tag, w.d_out, w.d_in);
   if (early) pdl_trigger();
   const int lane = threadIdx.x & 31;
-  const int gw = blockIdx.x * kQ4Warps + (threadIdx.x >> 5);
+  const int warp = threadIdx.x >> 5;
+  const int gw = blockIdx.x * kQ4Warps + warp;
   const int nw = gridDim.x * kQ4Warps;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
   const int steps = w.d_in >> 5;  // 16-byte vectors (32 codes) per row = chunks of x
@@ -1098,11 +1112,11 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
   const uint4* qrow[RPW];     // this unit's rows: the lane's code vector of the next step
   const uint32_t* srow[RPW];  // and the rows' (scale, zero) pairs
   auto row_of = [&](int unit, int r) { return SILU ? unit + r * pair : unit * RPW + r; };
-  auto rows = [&](int unit) {
+  auto rows = [&](int unit, int kb) {  // point at vector kb of the unit's rows
 #pragma unroll
     for (int r = 0; r < RPW; ++r) {
       const int row = min(row_of(unit, r), w.d_out - 1);  // a clamped row is computed, not stored
-      qrow[r] = reinterpret_cast<const uint4*>(w.lo + int64_t(row) * w.lo_row_bytes) + lane;
+      qrow[r] = reinterpret_cast<const uint4*>(w.lo + int64_t(row) * w.lo_row_bytes) + kb + lane;
       srow[r] = w.sz + int64_t(row) * n_groups;
     }
   };
@@ -1117,9 +1131,21 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
       szw[r] = gi < n_groups ? __ldg(srow[r] + gi) : 0u;
     }
   };
+  // KSPLIT: this block's units and tasks (task t: unit u0 + t / nsteps, step t % nsteps)
+  constexpr int kStep = 32 * U;
+  const int nsteps = (steps + kStep - 1) / kStep;
+  const int u0 = KSPLIT ? int(int64_t(units) * blockIdx.x / gridDim.x) : 0;
+  const int u1 = KSPLIT ? int(int64_t(units) * (blockIdx.x + 1) / gridDim.x) : 0;
+  const int tasks = (u1 - u0) * nsteps;
+  float* part = xsc + steps;
 
-  if (gw < units) {
-    rows(gw);
+  if constexpr (KSPLIT) {
+    if (warp < tasks) {
+      rows(u0 + warp / nsteps, (warp % nsteps) * kStep);
+      load((warp % nsteps) * kStep);
+    }
+  } else if (gw < units) {
+    rows(gw, 0);
     load(0);
   }
   // gamma is a weight too: this thread's first 8 values before the wait
@@ -1136,66 +1162,108 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
   const __half2 r16 = __float2half2_rn(0.0625f);
   const uint4* xl = xs + lane;
   const float* xscl = xsc + lane;
-  for (int unit = gw; unit < units; unit += nw) {
-    float acc[RPW];
+  // acc[r] += the lane's part of step kb of the unit's rows (its codes and pairs already loaded)
+  auto step = [&](int kb, float (&acc)[RPW]) {
+    uint32_t sz[U][RPW];  // the pairs of the lane's vectors (all lanes take part in the shuffles)
 #pragma unroll
-    for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
-    for (int kb = 0; kb < steps; kb += 32 * U) {
-      if (kb > 0) load(kb);
-      uint32_t sz[U][RPW];  // the pairs of the lane's vectors (all lanes take part in the shuffles)
+    for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int u = 0; u < U; ++u)
+      for (int r = 0; r < RPW; ++r)
+        sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + lane) >> gshift5);
 #pragma unroll
-        for (int r = 0; r < RPW; ++r)
-          sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + lane) >> gshift5);
+    for (int u = 0; u < U; ++u) {
+      if (kb + u * 32 + lane >= steps) continue;
+      uint4 xv[4];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        if (kb + u * 32 + lane >= steps) continue;
-        uint4 xv[4];
-#pragma unroll
-        for (int v = 0; v < 4; ++v) xv[v] = xl[v * steps + kb + u * 32];
-        const __half2* xh = reinterpret_cast<const __half2*>(xv);
-        const float xe = xscl[kb + u * 32];
-#pragma unroll
-        for (int r = 0; r < RPW; ++r) {
-          const __half2 szv = as_half2(sz[u][r]);
-          const __half zh = __high2half(szv);
-          const __half2 hz = __half2half2(__hadd(zh, __float2half(1024.f)));
-          const __half2 nz = __half2half2(__hneg(__hadd(zh, __float2half(64.f))));
-          const uint32_t* wq = reinterpret_cast<const uint32_t*>(&q[u][r]);
-          __half2 p0 = __float2half2_rn(0.f), p1 = p0;
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            const uint32_t v = wq[i], v8 = v >> 8;
-            // (code - zero) exactly, as in unpack4_fast, without the scale
-            const __half2 d0 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v, magic)), hz);
-            const __half2 d1 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v, magic)), r16, nz);
-            const __half2 d2 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v8, magic)), hz);
-            const __half2 d3 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v8, magic)), r16, nz);
-            __half2& p = i < 2 ? p0 : p1;
-            p = __hfma2(d0, xh[4 * i + 0], p);
-            p = __hfma2(d1, xh[4 * i + 1], p);
-            p = __hfma2(d2, xh[4 * i + 2], p);
-            p = __hfma2(d3, xh[4 * i + 3], p);
-          }
-          const float2 f = __half22float2(__hadd2(p0, p1));  // |each| < 16 * 15
-          acc[r] = fmaf(f.x + f.y, __low2float(szv) * xe, acc[r]);
-        }
-      }
-    }
-    if (unit + nw < units) {  // the next unit's first loads during the sums
-      rows(unit + nw);
-      load(0);
-    }
-    if constexpr (SILU) {
-      const float g = warp_sum(acc[0]) * inv, up = warp_sum(acc[1]) * inv;
-      if (lane == 0) H[unit] = __float2half_rn(g / (1.0f + expf(-g)) * up);
-    } else {
+      for (int v = 0; v < 4; ++v) xv[v] = xl[v * steps + kb + u * 32];
+      const __half2* xh = reinterpret_cast<const __half2*>(xv);
+      const float xe = xscl[kb + u * 32];
 #pragma unroll
       for (int r = 0; r < RPW; ++r) {
-        const float v = warp_sum(acc[r]) * inv;
-        const int row = row_of(unit, r);
-        if (lane == r && row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
+        const __half2 szv = as_half2(sz[u][r]);
+        const __half zh = __high2half(szv);
+        const __half2 hz = __half2half2(__hadd(zh, __float2half(1024.f)));
+        const __half2 nz = __half2half2(__hneg(__hadd(zh, __float2half(64.f))));
+        const uint32_t* wq = reinterpret_cast<const uint32_t*>(&q[u][r]);
+        __half2 p0 = __float2half2_rn(0.f), p1 = p0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t v = wq[i], v8 = v >> 8;
+          // (code - zero) exactly, as in unpack4_fast, without the scale
+          const __half2 d0 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v, magic)), hz);
+          const __half2 d1 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v, magic)), r16, nz);
+          const __half2 d2 = __hsub2(as_half2(lop_or_magic<0x000F000Fu>(v8, magic)), hz);
+          const __half2 d3 = __hfma2(as_half2(lop_or_magic<0x00F000F0u>(v8, magic)), r16, nz);
+          __half2& p = i < 2 ? p0 : p1;
+          p = __hfma2(d0, xh[4 * i + 0], p);
+          p = __hfma2(d1, xh[4 * i + 1], p);
+          p = __hfma2(d2, xh[4 * i + 2], p);
+          p = __hfma2(d3, xh[4 * i + 3], p);
+        }
+        const float2 f = __half22float2(__hadd2(p0, p1));  // |each| < 16 * 15
+        acc[r] = fmaf(f.x + f.y, __low2float(szv) * xe, acc[r]);
+      }
+    }
+  };
+  if constexpr (KSPLIT) {
+    for (int t = warp; t < tasks; t += kQ4Warps) {
+      float acc[RPW];
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+      step((t % nsteps) * kStep, acc);
+      const int tn = t + kQ4Warps;
+      if (tn < tasks) {  // the next task's loads during the sums
+        rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
+        load((tn % nsteps) * kStep);
+      }
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) part[t * RPW + r] = v;
+      }
+    }
+    __syncthreads();  // every task's sum
+    const int outs = (u1 - u0) * (SILU ? 1 : RPW);
+    for (int i = threadIdx.x; i < outs; i += kQ4Threads) {
+      const int lu = SILU ? i : i / RPW, r = SILU ? 0 : i % RPW;
+      const float* pt = part + lu * nsteps * RPW;
+      float s0 = 0.f, s1 = 0.f;
+      for (int k = 0; k < nsteps; ++k) {
+        s0 += pt[k * RPW + r];
+        if constexpr (SILU) s1 += pt[k * RPW + 1];
+      }
+      if constexpr (SILU) {
+        const float g = s0 * inv, up = s1 * inv;
+        H[u0 + lu] = __float2half_rn(g / (1.0f + expf(-g)) * up);
+      } else {
+        const int row = row_of(u0 + lu, r);
+        const float v = s0 * inv;
+        if (row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
+      }
+    }
+  } else {
+    for (int unit = gw; unit < units; unit += nw) {
+      float acc[RPW];
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+      for (int kb = 0; kb < steps; kb += kStep) {
+        if (kb > 0) load(kb);
+        step(kb, acc);
+      }
+      if (unit + nw < units) {  // the next unit's first loads during the sums
+        rows(unit + nw, 0);
+        load(0);
+      }
+      if constexpr (SILU) {
+        const float g = warp_sum(acc[0]) * inv, up = warp_sum(acc[1]) * inv;
+        if (lane == 0) H[unit] = __float2half_rn(g / (1.0f + expf(-g)) * up);
+      } else {
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+          const float v = warp_sum(acc[r]) * inv;
+          const int row = row_of(unit, r);
+          if (lane == r && row < w.d_out) Y[row] = accumulate ? Y[row] + v : v;
+        }
       }
     }
   }
@@ -1214,10 +1282,24 @@ template <bool SILU>
 void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
                    const NormEpilogue& norm, cudaStream_t s) {
   constexpr int RPW = 2, U = 4;
-  auto kern = qgemv4_kernel<RPW, U, SILU>;
   const size_t smem = size_t(w.d_in) * 2 + size_t(w.d_in / 32) * 4;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
   const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two, 128..4096)
+  const int nsteps = (w.d_in / 32 + 32 * U - 1) / (32 * U);
+  if (g_q4_ksplit && nsteps > 1) {
+    auto kern = qgemv4_kernel<RPW, U, SILU, true>;
+    static int occ_cache[2] = {-1, 1};
+    const int blocks = persistent_blocks(kern, kQ4Threads, smem, units * nsteps, occ_cache);
+    const int per_block = (units + blocks - 1) / blocks;  // (u1 - u0 <= this)
+    const size_t smem_split = smem + size_t(per_block) * nsteps * RPW * 4;
+    if (smem_split <= 48 * 1024) {
+      launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem_split, s, w,
+               static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h),
+               gshift5, norm, g_norm_in, 0x64006400u, g_q4_early, next_stamp_tag());
+      return;
+    }
+  }
+  auto kern = qgemv4_kernel<RPW, U, SILU, false>;
   static int occ_cache[2] = {-1, 1};
   const int blocks = persistent_blocks(kern, kQ4Threads, smem, units, occ_cache);
   launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
@@ -1410,6 +1492,7 @@ void dequant(const PackedView& w, int row0, int rows, void* out, cudaStream_t s)
 }
 
 void set_qgemv4_early_trigger(bool on) { g_q4_early = on ? 1 : 0; }
+void set_qgemv4_ksplit(bool on) { g_q4_ksplit = on ? 1 : 0; }
 int next_stamp_tag() { return g_stamp_tag++; }
 bool kernel_stamps_compiled() { return HCI_KERNEL_STAMPS != 0; }
 

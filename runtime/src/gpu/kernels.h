@@ -42,6 +42,9 @@ struct NormIn {
 // The lean 4-bit GEMV triggers its dependents (PDL) at its start (default) or after its main loop,
 // for the launches that follow from this thread (the engine sets it per forward pass).
 void set_qgemv4_early_trigger(bool on);
+// The lean 4-bit GEMV splits rows longer than one step (d_in > 4096) into one task per step,
+// combined in shared memory (default on; per thread, for the launches that follow).
+void set_qgemv4_ksplit(bool on);
 
 // Whether this build records kernel stamps (CMake option HCI_KERNEL_STAMPS).
 bool kernel_stamps_compiled();
