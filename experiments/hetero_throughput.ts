@@ -118,6 +118,12 @@ export const HeteroConfigSchema = z.strictObject({
   bandwidthBytes: z.int().min(1 << 20).default(2 ** 30),
   /** Measure host read bandwidth per CPU thread count (for `cpuRooflineMs`). */
   hostBandwidth: z.boolean().default(true),
+  /**
+   * Run every model, and the HBM bandwidth measurement, on a partition of at least this many of
+   * the GPU's SMs (a CUDA green context; `GpuOptions.smLimit`), emulating a smaller GPU, e.g. the
+   * consumer cards of the HCInfer setting; 0 = every SM.
+   */
+  gpuSms: z.int().min(0).default(0),
   seed: z.int().min(0).default(0),
 });
 /** The configuration (input form). */
@@ -147,6 +153,8 @@ export interface HeteroPoint {
   rankController: boolean;
   /** With the controller and a budget other than the library's default (absent: 3%). */
   controllerSlowdownPct?: number;
+  /** On an SM partition of at least this many SMs (absent: every SM). */
+  gpuSms?: number;
   promptLen: number;
   newTokens: number;
   repeats: number;
@@ -188,6 +196,8 @@ export interface HeteroMetrics {
   /** Measured in this run: HBM (device copy) and pinned host->device, GB/s. */
   hbmGbps: number;
   h2dGbps: number;
+  /** SMs the model and the bandwidth measurement ran on (absent in records before it existed). */
+  gpuSmCount?: number;
   /** Host streaming read bandwidth with the point's CPU threads and pinning, GB/s. */
   hostReadGbps: number | null;
   /** The thread count it was measured with. */
@@ -276,6 +286,7 @@ export function heteroPoints(config: HeteroConfig): HeteroPoint[] {
                   ...(rankController && run.controllerSlowdownPct !== 0
                     ? { controllerSlowdownPct: run.controllerSlowdownPct }
                     : {}),
+                  ...(config.gpuSms ? { gpuSms: config.gpuSms } : {}),
                   promptLen: config.promptLen,
                   newTokens: run.newTokens ?? config.newTokens,
                   repeats: run.repeats ?? config.repeats,
@@ -381,7 +392,11 @@ export async function openHetero(
 ): Promise<PointRunner<HeteroPoint, HeteroMetrics>> {
   const reason = gpuUnavailableReason();
   if (reason !== null) throw new Error(`hetero_throughput needs a GPU: ${reason}`);
-  const bw: GpuBandwidth = await measureBandwidth({ bytes: config.bandwidthBytes, repeats: 10 });
+  const bw: GpuBandwidth = await measureBandwidth({
+    bytes: config.bandwidthBytes,
+    repeats: 10,
+    smLimit: config.gpuSms,
+  });
   const dev = deviceInfo();
   const points = heteroPoints(config);
   const hostBw = new Map<string, number | null>();
@@ -446,6 +461,7 @@ export async function openHetero(
     graphUsed: null,
     hbmGbps: bw.hbmGbps,
     h2dGbps: bw.h2dPinnedGbps,
+    gpuSmCount: bw.smCount,
     hostReadGbps: null,
     hostReadThreads: null,
     rooflineTokensPerS: null,
@@ -503,6 +519,7 @@ export async function openHetero(
             nCtx,
             memoryBudget: p.budgetGiB === null ? 0 : Math.round(p.budgetGiB * GiB),
             offload: p.offload,
+            smLimit: p.gpuSms ?? 0,
             ...(cpu
               ? {
                 cpuThreads: p.cpuThreads!,
@@ -541,6 +558,11 @@ export async function openHetero(
       }
       const s = gpu.compStats();
       const info = gpu.info;
+      if (info.smCount !== bw.smCount) {
+        throw new Error(
+          `the model runs on ${info.smCount} SMs but the bandwidth was measured on ${bw.smCount}`,
+        );
+      }
       let hostGbps: number | null = null;
       let hostThreads: number | null = null;
       if (cpu) {
@@ -939,6 +961,7 @@ const CSV_COLUMNS: Column<Rec>[] = [
     "graphUsed",
     "hbmGbps",
     "h2dGbps",
+    "gpuSmCount",
     "hostReadGbps",
     "hostReadThreads",
     "rooflineTokensPerS",
@@ -972,8 +995,15 @@ export function heteroSummary(records: Rec[]): string[] {
   const lines: string[] = [];
   const first = records.find(ok)?.metrics ?? records[0]?.metrics;
   if (first) {
+    const sms = first.gpuSmCount;
+    const partition = records.find((r) => r.point.gpuSms)?.point.gpuSms;
     lines.push(
-      `Measured on ${first.device}: HBM ${first.hbmGbps.toFixed(0)} GB/s (device copy, read + ` +
+      `Measured on ${first.device}${
+        partition && sms
+          ? ` restricted to ${sms} SMs (a green-context partition of at least ${partition}: ` +
+            `an emulated smaller GPU)`
+          : ""
+      }: HBM ${first.hbmGbps.toFixed(0)} GB/s (device copy, read + ` +
         `write), pinned H2D ${first.h2dGbps.toFixed(1)} GB/s. HBM roofline = weight bytes per ` +
         `step / HBM bandwidth (the backbone's; factors not included).`,
     );

@@ -26,6 +26,17 @@ async function bundled(name: string): Promise<HeteroConfig> {
   return parseConfig(HeteroConfigSchema, await readConfigFile(file), file);
 }
 
+Deno.test("the 16-SM config is the H100 config on an SM partition, recorded in every point", async () => {
+  const full = heteroPoints(await bundled("hetero_throughput_h100.json"));
+  const config = await bundled("hetero_throughput_h100_sm16.json");
+  assert.equal(config.gpuSms, 16);
+  const points = heteroPoints(config);
+  assert.equal(points.length, full.length);
+  assert.ok(points.every((p) => p.gpuSms === 16));
+  assert.ok(full.every((p) => p.gpuSms === undefined), "every SM: no field (old records' keys)");
+  assert.deepEqual(points.map(({ gpuSms: _, ...rest }) => rest), full);
+});
+
 Deno.test("hetero_throughput is registered", () => {
   assert.equal(findExperiment("hetero_throughput"), heteroThroughput);
 });

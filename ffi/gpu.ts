@@ -213,6 +213,8 @@ export interface GpuBandwidth {
   bytes: number;
   /** Timed repeats (median). */
   repeats: number;
+  /** SMs the copies and the kernel ran on (a partition's, or every SM). */
+  smCount: number;
 }
 
 /** `sizeof(hci_gpu_bandwidth)`. */
@@ -228,6 +230,7 @@ export function decodeGpuBandwidth(bytes: Uint8Array): GpuBandwidth {
     d2hPinnedGbps: v.getFloat64(24, true),
     bytes: Number(v.getBigInt64(32, true)),
     repeats: v.getInt32(40, true),
+    smCount: v.getInt32(44, true),
   };
 }
 
@@ -235,17 +238,20 @@ export function decodeGpuBandwidth(bytes: Uint8Array): GpuBandwidth {
  * Measures HBM bandwidth (large device-to-device copy and a read-only kernel) and pinned host
  * transfer bandwidth, on a worker thread.
  *
- * @param options.bytes buffer size (default 1 GiB); options.repeats timed repeats (default 10)
- * @throws HciError when no GPU is usable
+ * @param options.bytes buffer size (default 1 GiB); options.repeats timed repeats (default 10);
+ * options.smLimit: on a partition of at least that many SMs, as {@linkcode GpuOptions.smLimit}
+ * (default 0: every SM)
+ * @throws HciError when no GPU is usable or the partition cannot be made
  */
 export async function measureBandwidth(
-  options: { device?: number; bytes?: number; repeats?: number } = {},
+  options: { device?: number; bytes?: number; repeats?: number; smLimit?: number } = {},
 ): Promise<GpuBandwidth> {
   const s = gpuSym();
   const out = allocBytes(GPU_BANDWIDTH_SIZE);
   const err = errorBuffer();
-  const status = await s.hci_gpu_measure_bandwidth(
+  const status = await s.hci_gpu_measure_bandwidth_partition(
     options.device ?? 0,
+    options.smLimit ?? 0,
     BigInt(options.bytes ?? 0),
     options.repeats ?? 0,
     out,
@@ -329,6 +335,12 @@ export interface GpuOptions {
    * default (3); -1 = every point stays on, only ranks change.
    */
   controllerSlowdownPct?: number;
+  /**
+   * Run every kernel on a partition of at least this many SMs (a CUDA green context; the driver
+   * rounds up, to multiples of 8 on Hopper), emulating a smaller GPU as `memoryBudget` emulates a
+   * smaller memory; 0 or absent = every SM. The SMs used are in {@linkcode GpuModelInfo.smCount}.
+   */
+  smLimit?: number;
 }
 
 /** Where the low-rank compensation runs (`hci_gpu_placement`, in its order). */
@@ -364,9 +376,9 @@ const GEMM_NAMES = ["auto", "cublas", "own"] as const;
 const FACTOR_DTYPE_NAMES = ["fp32", "bf16", "fp16"] as const;
 const PREFILL_COMP_NAMES = ["cpu", "gpu"] as const;
 
-/** `sizeof(hci_gpu_params)` (GPU ABI version 2). */
+/** `sizeof(hci_gpu_params)` (GPU ABI version 5). */
 export const GPU_PARAMS_SIZE = 80;
-/** `sizeof(hci_gpu_synth_params)` (GPU ABI version 2). */
+/** `sizeof(hci_gpu_synth_params)` (GPU ABI version 5). */
 export const GPU_SYNTH_PARAMS_SIZE = 24;
 
 /** Encodes an `hci_gpu_params` from the library's defaults and `o`. */
@@ -415,6 +427,10 @@ export function encodeGpuParams(defaults: Uint8Array, o: GpuOptions): Uint8Array
   setI(64, pick(PREFILL_COMPS, o.prefillComp, "prefillComp"), "prefillComp");
   setI(68, o.rankController === undefined ? undefined : o.rankController ? 1 : 0, "rankController");
   setI(72, o.controllerSlowdownPct, "controllerSlowdownPct");
+  if (o.smLimit !== undefined && (!Number.isInteger(o.smLimit) || o.smLimit < 0)) {
+    throw new RangeError(`smLimit must be a non-negative integer, got ${o.smLimit}`);
+  }
+  setI(76, o.smLimit, "smLimit");
   return bytes;
 }
 
@@ -458,6 +474,7 @@ export function decodeGpuParams(bytes: Uint8Array): GpuParams {
     prefillComp: nameOf(PREFILL_COMP_NAMES, i(64), "prefill_comp"),
     rankController: i(68) !== 0,
     controllerSlowdownPct: i(72),
+    smLimit: i(76),
   };
 }
 
@@ -561,10 +578,12 @@ export interface GpuModelInfo {
   deviceBytesPeak: number;
   /** Pinned host memory held. */
   pinnedHostBytes: number;
+  /** SMs the model's kernels run on (its `smLimit` partition, or every SM). */
+  smCount: number;
 }
 
 /** `sizeof(hci_gpu_model_info)`. */
-export const GPU_MODEL_INFO_SIZE = 128;
+export const GPU_MODEL_INFO_SIZE = 136;
 
 /** Decodes an `hci_gpu_model_info`. */
 export function decodeGpuModelInfo(bytes: Uint8Array): GpuModelInfo {
@@ -596,6 +615,7 @@ export function decodeGpuModelInfo(bytes: Uint8Array): GpuModelInfo {
     deviceBytesInUse: l(104),
     deviceBytesPeak: l(112),
     pinnedHostBytes: l(120),
+    smCount: i(128),
   };
 }
 

@@ -1,5 +1,5 @@
 /**
- * The `Deno.dlopen` symbol table of `runtime/include/hcinfer_gpu.h` (GPU ABI version 2), opened
+ * The `Deno.dlopen` symbol table of `runtime/include/hcinfer_gpu.h` (GPU ABI version 5), opened
  * from the same libhcinfer as {@linkcode symbols} (a library built without CUDA exports the same
  * functions as stubs that report "built without CUDA").
  *
@@ -13,7 +13,7 @@
  * Field types of `hci_gpu_params` (returned by value, 80 bytes): device, weights, dtype, kv_dtype,
  * max_batch, n_ctx, placement, offload, use_graphs, gemm, memory_budget (i64 at 40),
  * prefill_chunk, cpu_threads, cpu_first_core, factor_dtype, prefill_comp, rank_controller,
- * controller_slowdown_pct (76 bytes of fields, padded to the i64's alignment).
+ * controller_slowdown_pct, sm_limit (80 bytes).
  */
 export const GPU_PARAMS = {
   struct: [
@@ -28,6 +28,7 @@ export const GPU_PARAMS = {
     "i32",
     "i32",
     "i64",
+    "i32",
     "i32",
     "i32",
     "i32",
@@ -50,6 +51,12 @@ export const gpuSymbols = {
   // (device, int64 bytes, int32 repeats, out hci_gpu_bandwidth*, err, err_len)
   hci_gpu_measure_bandwidth: {
     parameters: ["i32", "i64", "i32", "buffer", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // (device, int32 sm_limit, int64 bytes, int32 repeats, out hci_gpu_bandwidth*, err, err_len)
+  hci_gpu_measure_bandwidth_partition: {
+    parameters: ["i32", "i32", "i64", "i32", "buffer", "buffer", "usize"],
     result: "i32",
     nonblocking: true,
   },

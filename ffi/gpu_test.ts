@@ -11,6 +11,7 @@ import {
   encodeGpuParams,
   encodeSynthParams,
   GPU_COMP_STATS_SIZE,
+  GPU_MODEL_INFO_SIZE,
   GPU_PARAMS_SIZE,
   GPU_PLACEMENTS,
   GPU_SYNTH_PARAMS_SIZE,
@@ -63,8 +64,8 @@ Deno.test("the symbol table's by-value structs have the sizes the encoders write
   const params = cLayout(GPU_PARAMS.struct);
   assert.equal(params.size, GPU_PARAMS_SIZE);
   assert.equal(GPU_PARAMS_SIZE, 80);
-  // memory_budget, prefill_chunk, cpu_threads, ..., controller_slowdown_pct
-  assert.deepEqual(params.offsets.slice(10), [40, 48, 52, 56, 60, 64, 68, 72]);
+  // memory_budget, prefill_chunk, cpu_threads, ..., controller_slowdown_pct, sm_limit
+  assert.deepEqual(params.offsets.slice(10), [40, 48, 52, 56, 60, 64, 68, 72, 76]);
   const synth = cLayout(SYNTH_PARAMS.struct);
   assert.equal(synth.size, GPU_SYNTH_PARAMS_SIZE);
   assert.equal(GPU_SYNTH_PARAMS_SIZE, 24);
@@ -106,7 +107,7 @@ Deno.test("encodeGpuParams: defaults kept, every option at its ABI-2 offset, val
   const tail = [48, 52, 56, 60, 64, 68].map((o) => v.getInt32(o, true));
   assert.deepEqual(tail, [256, 6, -1, 2, 1, 1]);
   assert.equal(v.getInt32(72, true), 1072, "controllerSlowdownPct keeps the library's value");
-  assert.equal(v.getInt32(76, true), 1076, "padding untouched");
+  assert.equal(v.getInt32(76, true), 1076, "smLimit keeps the library's value");
   const slow = new DataView(encodeGpuParams(defaults, { controllerSlowdownPct: 8 }).buffer);
   assert.equal(slow.getInt32(72, true), 8);
 
@@ -129,6 +130,11 @@ Deno.test("encodeGpuParams: defaults kept, every option at its ABI-2 offset, val
   assert.throws(bad({ factorDtype: "int8" }), /factorDtype: expected one of fp32, bf16, fp16/);
   assert.throws(bad({ prefillComp: "both" }), /prefillComp: expected one of cpu, gpu/);
   assert.throws(bad({ cpuThreads: 1.5 }), /cpuThreads must be an integer/);
+  assert.throws(bad({ smLimit: -8 }), /smLimit must be a non-negative integer/);
+  assert.equal(
+    new DataView(encodeGpuParams(defaults, { smLimit: 16 }).buffer).getInt32(76, true),
+    16,
+  );
   // the old boolean is gone: the type system refuses it, and it has no effect on the bytes
   assert.deepEqual(bad({ compensation: true })(), defaults);
 });
@@ -153,6 +159,7 @@ Deno.test("decodeGpuParams inverts encodeGpuParams", () => {
     prefillComp: "cpu",
     rankController: false,
     controllerSlowdownPct: 7,
+    smLimit: 16,
   };
   assert.deepEqual(decodeGpuParams(encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all)), all);
   const odd = encodeGpuParams(new Uint8Array(GPU_PARAMS_SIZE), all);
@@ -240,8 +247,10 @@ Deno.test("the library's GPU defaults are those hcinfer_gpu.h documents (also wi
 });
 
 Deno.test("decodeGpuModelInfo reads the documented offsets", () => {
-  const b = new Uint8Array(128);
+  const b = new Uint8Array(GPU_MODEL_INFO_SIZE);
+  assert.equal(GPU_MODEL_INFO_SIZE, 136);
   const v = new DataView(b.buffer);
+  v.setInt32(128, 16, true);
   v.setInt32(0, 32, true);
   v.setInt32(36, 4, true);
   v.setInt32(44, 0, true);
@@ -253,6 +262,7 @@ Deno.test("decodeGpuModelInfo reads the documented offsets", () => {
   assert.equal(i.dtype, "fp16");
   assert.equal(i.gemm, "cublas");
   assert.equal(i.weightBytesPerToken, 3_600_000_000);
+  assert.equal(i.smCount, 16);
 });
 
 Deno.test({
@@ -330,5 +340,32 @@ Deno.test({
   fn: async () => {
     const bw = await measureBandwidth({ bytes: 64 << 20, repeats: 3 });
     assert.ok(bw.hbmGbps > 0 && bw.h2dPinnedGbps > 0 && bw.hbmReadGbps > 0);
+    assert.equal(bw.smCount, deviceInfo().smCount);
+    const part = await measureBandwidth({ bytes: 64 << 20, repeats: 3, smLimit: 16 });
+    assert.ok(part.smCount >= 16 && part.smCount < bw.smCount, `partition of ${part.smCount} SMs`);
+    assert.ok(part.hbmReadGbps > 0);
+  },
+});
+
+Deno.test({
+  name: "smLimit: a model on an SM partition reports its SMs and the same perplexity",
+  ignore: noGpu,
+  fn: async () => {
+    using model = await Model.load(small!);
+    using all = await GpuModel.fromModel(model, { nCtx: 256 });
+    using part = await GpuModel.fromModel(model, { nCtx: 256, smLimit: 16 });
+    assert.equal(all.info.smCount, deviceInfo().smCount);
+    assert.ok(part.info.smCount >= 16 && part.info.smCount < all.info.smCount);
+    // the same kernels on fewer SMs: grids of persistent kernels differ, so sums may be added in
+    // another order; the perplexity agrees far inside the GPU-vs-CPU tolerance
+    const tokens = pseudoTokens(2 * 128, model.info.vocabSize, 3);
+    const a = await all.evalNll(tokens, { seqLen: 128 });
+    const b = await part.evalNll(tokens, { seqLen: 128 });
+    const rel = Math.abs(Math.exp((b.nllSum - a.nllSum) / a.nPredicted) - 1);
+    assert.ok(rel < 1e-4, `ppl relative difference ${rel}`);
+    await assert.rejects(
+      GpuModel.fromModel(model, { nCtx: 256, smLimit: 100000 }),
+      /sm_limit must be 1\.\.\d+ on device 0/,
+    );
   },
 });

@@ -57,6 +57,7 @@ if(HCI_GPU_ENABLED)
     src/gpu/engine.cpp
     src/gpu/engine_hetero.cpp
     src/gpu/kernel_timeline.cpp
+    src/gpu/sm_partition.cpp
     src/gpu/gemv.cu
     src/gpu/gemm.cu
     src/gpu/kernels.cu

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HCI_GPU_ABI_VERSION 4
+#define HCI_GPU_ABI_VERSION 5
 
 typedef struct hci_gpu_model hci_gpu_model;  // weights, KV cache and buffers on one GPU
 
@@ -130,13 +130,19 @@ typedef struct hci_gpu_bandwidth {
   double d2h_pinned_gbps;  // device -> pinned host cudaMemcpy, GB/s
   int64_t bytes;           // buffer size used (device copy moves 2x this per repeat)
   int32_t repeats;         // timed repeats (median reported; one untimed warm-up first)
-  int32_t reserved;        // 0
+  int32_t sm_count;        // SMs the copies and the kernel ran on (the partition, or all) (ABI 5)
 } hci_gpu_bandwidth;
 
 // Measures memory bandwidths on `device` with buffers of `bytes` (0 = 1 GiB) and `repeats`
 // timed copies (0 = 10); CUDA events, median. Allocates its buffers outside any model's budget.
 HCI_API hci_status hci_gpu_measure_bandwidth(int32_t device, int64_t bytes, int32_t repeats,
                                              hci_gpu_bandwidth* out, char* err, size_t err_len);
+// The same on a partition of at least `sm_limit` SMs (as hci_gpu_params.sm_limit; 0 = every SM),
+// so that a model run on a partition has its roofline from the same SMs (ABI 5).
+HCI_API hci_status hci_gpu_measure_bandwidth_partition(int32_t device, int32_t sm_limit,
+                                                       int64_t bytes, int32_t repeats,
+                                                       hci_gpu_bandwidth* out, char* err,
+                                                       size_t err_len);
 
 // ---------------------------------------------------------------------------------------------
 // GPU models
@@ -178,6 +184,10 @@ typedef struct hci_gpu_params {
   int32_t controller_slowdown_pct; // rank controller: decode steps may be this many percent
                           // slower than the backbone's own (measured with every point off);
                           // 0 = 3, -1 = keep every point on (ranks only) (ABI 4)
+  int32_t sm_limit;       // run every kernel of the model on a partition of at least this many
+                          // SMs (a CUDA green context; the driver rounds up, to multiples of 8 on
+                          // Hopper), emulating a smaller GPU as memory_budget emulates a smaller
+                          // memory; 0 = every SM (default) (ABI 5)
 } hci_gpu_params;
 
 HCI_API hci_gpu_params hci_gpu_default_params(void);
@@ -244,6 +254,8 @@ typedef struct hci_gpu_model_info {
   int64_t device_bytes_in_use;// allocated through the library's allocator now
   int64_t device_bytes_peak;  // peak of the above since creation
   int64_t pinned_host_bytes;  // pinned host memory held (offloaded blocks)
+  int32_t sm_count;           // SMs the model's kernels run on (the partition of sm_limit, or all)
+  int32_t reserved;           // 0
 } hci_gpu_model_info;
 
 HCI_API hci_status hci_gpu_model_get_info(const hci_gpu_model* model, hci_gpu_model_info* out,

@@ -626,6 +626,60 @@ TEST(rank_controller_keeps_points_off_that_do_not_fit) {
         std::all_of(c.last.begin(), c.last.end(), [](int32_t v) { return v == 0; }));
 }
 
+// A model on an SM partition (hci_gpu_params.sm_limit, a green context): it reports the
+// partition's SMs, computes what the whole GPU computes (packed backbone, and the cpu-async
+// hand-off whose kernels poll host memory, in a decode graph), and a partition that cannot be made
+// is refused before any allocation. Speed is for the benchmarks, not asserted here.
+TEST(sm_partition_runs_the_same_model) {
+  hci_gpu_device_info dev{};
+  OK(hci_gpu_get_device_info(0, &dev, err, sizeof err));
+  hci_gpu_synth_params sp = hci_gpu_synth_default_params();
+  sp.seed = 3;
+  sp.bits = 4;
+  sp.rank = 16;
+  auto toks = pseudo_tokens(20, 1000, 4);
+  std::vector<float> want(1000), got(1000), want_d(1000), got_d(1000);
+  for (int placement : {HCI_GPU_PLACE_GPU, HCI_GPU_PLACE_CPU_ASYNC}) {
+    for (int sm_limit : {0, 16}) {
+      hci_gpu_params p = params();
+      p.placement = placement;
+      p.sm_limit = sm_limit;
+      p.cpu_threads = 2;
+      hci_gpu_model* g = nullptr;
+      OK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err));
+      if (!g) return;
+      hci_gpu_model_info info{};
+      OK(hci_gpu_model_get_info(g, &info, err, sizeof err));
+      if (sm_limit)
+        CHECK(info.sm_count >= 16 && info.sm_count < dev.sm_count);
+      else
+        CHECK(info.sm_count == dev.sm_count);
+      OK(hci_gpu_prefill(g, 0, toks.data(), 20, (sm_limit ? got : want).data(), err, sizeof err));
+      int32_t next = 7;  // two decode steps: the second replays the captured graph
+      OK(hci_gpu_decode(g, &next, 1, nullptr, err, sizeof err));
+      OK(hci_gpu_decode(g, &next, 1, (sm_limit ? got_d : want_d).data(), err, sizeof err));
+      hci_gpu_model_free(g);
+    }
+    const double e = rel_l2(got, want), ed = rel_l2(got_d, want_d);
+    std::printf("  placement %d on 16 SMs against all: prefill %.2e, decode %.2e\n", placement, e,
+                ed);
+    CHECK(e < 1e-4 && ed < 1e-4);
+  }
+  hci_gpu_bandwidth bw{};
+  OK(hci_gpu_measure_bandwidth_partition(0, 16, 64 << 20, 2, &bw, err, sizeof err));
+  std::printf("  16-SM partition: %d SMs, copy %.0f GB/s, read %.0f GB/s\n", bw.sm_count,
+              bw.hbm_gbps, bw.hbm_read_gbps);
+  CHECK(bw.sm_count >= 16 && bw.sm_count < dev.sm_count && bw.hbm_read_gbps > 0);
+  for (int bad : {-1, dev.sm_count, 100000}) {
+    hci_gpu_params p = params();
+    p.sm_limit = bad;
+    hci_gpu_model* g = nullptr;
+    CHECK(hci_gpu_model_synthetic("test", &sp, &p, &g, err, sizeof err) ==
+          HCI_ERR_INVALID_ARGUMENT);
+    CHECK(std::strstr(err, "sm_limit") != nullptr && g == nullptr);
+  }
+}
+
 TEST(bad_arguments) {
   hci_gpu_model* g = gpu(params());
   int32_t t = 99999;

@@ -4,12 +4,14 @@
 //   decode_bench [--model llama-2-7b] [--bits 4] [--group 128] [--rank 0] [--placement none]
 //                [--batch 1] [--prompt 128] [--new 128] [--repeats 5] [--graph 1]
 //                [--threads N] [--controller 0|1] [--instances 1] [--tasks] [--profile-step]
+//                [--sms N]
 //
 // Default: hci_gpu_bench_decode, one line of results. --profile-step: prefill, four eager decode
 // steps, then one more between cuProfilerStart/Stop, so that `ncu --profile-from-start off`
 // (or any CUPTI tool honouring the profiler range) sees exactly the kernels of one decode step.
 // CPU placements print the compensation stats per step; --tasks lists the process's threads
 // (name, allowed cores, context switches) after the run, to see who shares the workers' cores.
+// --sms N: on a partition of at least N SMs (hci_gpu_params.sm_limit, an emulated smaller GPU).
 // Tuning switches (HCINFER_PDL, HCINFER_FUSE*, HCINFER_QGEMV_SIMT) are read by the library.
 #include <dlfcn.h>
 
@@ -96,7 +98,7 @@ void print_tasks() {
 int main(int argc, char** argv) {
   std::string model = "llama-2-7b", placement = "none";
   int bits = 4, group = 128, rank = 0, batch = 1, prompt = 128, n_new = 128, repeats = 5;
-  int graph = 1, threads = 0, controller = 0, instances = 1;
+  int graph = 1, threads = 0, controller = 0, instances = 1, sms = 0;
   bool profile_step = false, tasks = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -124,6 +126,7 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = num();
     else if (a == "--controller") controller = num();
     else if (a == "--instances") instances = num();
+    else if (a == "--sms") sms = num();
     else if (a == "--tasks") tasks = true;
     else if (a == "--profile-step") profile_step = true;
     else die("unknown argument '" + a + "' (see the comment at the top of decode_bench.cpp)");
@@ -144,6 +147,7 @@ int main(int argc, char** argv) {
   p.use_graphs = profile_step ? 0 : graph;
   p.cpu_threads = threads;
   p.rank_controller = controller;
+  p.sm_limit = sms;
 
   if (profile_step) {
     hci_gpu_model* g = nullptr;
@@ -182,6 +186,11 @@ int main(int argc, char** argv) {
                 model.c_str(), bits, group, placement.c_str(), rank, batch, r.decode_tokens_per_s,
                 r.decode_ms_per_step, r.decode_ms_per_step_min, r.decode_ms_per_step_max,
                 (long long)r.weight_bytes_per_step, r.graph_used);
+    if (sms) {
+      hci_gpu_model_info info{};
+      check(hci_gpu_model_get_info(g, &info, err, sizeof err), err, "info");
+      std::printf("  on %d of %d SMs\n", info.sm_count, dev.sm_count);
+    }
     if (p.placement >= HCI_GPU_PLACE_CPU_SYNC) {
       hci_gpu_comp_stats st{};
       check(hci_gpu_get_comp_stats(g, &st, err, sizeof err), err, "stats");

@@ -26,6 +26,7 @@ inline hci_gpu_params default_params() {
   p.prefill_comp = HCI_GPU_PREFILL_COMP_CPU;
   p.rank_controller = 0;
   p.controller_slowdown_pct = 0;  // the controller default (3%)
+  p.sm_limit = 0;                 // every SM
   return p;
 }
 

@@ -115,9 +115,17 @@ double median_ms(std::vector<float> v) {
 }
 }  // namespace
 
-void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth* out) {
+void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth* out,
+                       int sm_limit) {
   require_device(device);
   HCI_CUDA(cudaSetDevice(device));
+  if (sm_limit < 0)
+    fail(HCI_ERR_INVALID_ARGUMENT, "bandwidth: sm_limit must be >= 0, not " + std::to_string(sm_limit));
+  std::unique_ptr<SmPartition> part;
+  if (sm_limit > 0) part = std::make_unique<SmPartition>(device, sm_limit);
+  PartitionScope in_partition(part.get());
+  int sms = 0;
+  HCI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   if (bytes <= 0) bytes = int64_t(1) << 30;
   if (repeats <= 0) repeats = 10;
   bytes = bytes / 256 * 256;
@@ -126,8 +134,11 @@ void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth
   DeviceBuffer sink(a, int64_t(read_stream_blocks()) * 4, "bandwidth sink");
   PinnedBuffer host(bytes);
   std::memset(host.data(), 1, size_t(bytes));
-  cudaStream_t s;
-  HCI_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaStream_t s = nullptr;
+  if (part)
+    s = part->create_stream();
+  else
+    HCI_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cudaEvent_t e0, e1;
   HCI_CUDA(cudaEventCreate(&e0));
   HCI_CUDA(cudaEventCreate(&e1));
@@ -172,7 +183,7 @@ void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth
   out->hbm_read_gbps = gb / (t_rd / 1e3);
   out->bytes = bytes;
   out->repeats = repeats;
-  out->reserved = 0;
+  out->sm_count = part ? part->sms() : sms;
 }
 
 }  // namespace hci::gpu

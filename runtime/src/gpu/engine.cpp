@@ -134,6 +134,7 @@ std::unique_ptr<GpuModel> GpuModel::from_model(const Model& m, const hci_gpu_par
          "PACKED GPU weights need a quantized model (hci_model_quantize first)");
   std::unique_ptr<GpuModel> g(new GpuModel());
   g->init(s, formats, p, packed);
+  PartitionScope in_partition(g->partition());
   g->fill_from_model(m, p.weights, comp && device_factors);
   HCI_CUDA(cudaDeviceSynchronize());  // uploads on the legacy stream are done before any use
   if (host) g->setup_host_comp(&m, 0);
@@ -177,6 +178,7 @@ std::unique_ptr<GpuModel> GpuModel::synthetic(const std::string& name_in,
   }
   std::unique_ptr<GpuModel> g(new GpuModel());
   g->init(s, formats, p, sp.bits != 0);
+  PartitionScope in_partition(g->partition());
   g->fill_synthetic(sp.seed, sp.bits);
   HCI_CUDA(cudaDeviceSynchronize());
   if (host && sp.bits && sp.rank > 0) g->setup_host_comp(nullptr, sp.seed);
@@ -191,6 +193,12 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
   device_ = p.device;
   require_device(device_);
   HCI_CUDA(cudaSetDevice(device_));
+  if (p.sm_limit < 0)
+    fail(HCI_ERR_INVALID_ARGUMENT,
+         "hci_gpu_params.sm_limit must be 0 (every SM) or a partition size, not " +
+             std::to_string(p.sm_limit));
+  if (p.sm_limit > 0) partition_ = std::make_unique<SmPartition>(device_, p.sm_limit);
+  PartitionScope in_partition(partition_.get());
   {
     int major = 0;
     HCI_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
@@ -202,7 +210,8 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     set_pdl(major >= 9 && !(pdl && pdl[0] == '0'));
     int sms = 0;
     HCI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
-    set_sm_count(sms);
+    sm_count_ = partition_ ? partition_->sms() : sms;
+    set_sm_count(sm_count_);  // persistent kernels size their grids by it
     // batch-1 packed GEMV kernel: 0 tensor-core, 1 SIMT, 2 streaming, "2:N" streaming with
     // configuration N, 3 the lean 4-bit kernel (else streaming); unset = library default (3)
     const char* simt = std::getenv("HCINFER_QGEMV_SIMT");
@@ -517,9 +526,15 @@ void GpuModel::plan_and_allocate() {
   HCI_CUDA(cudaMemset(ints, 0, size_t(ints_.bytes())));
   seq_len_.assign(size_t(max_batch_), 0);
 
-  HCI_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  auto new_stream = [&] {
+    if (partition_) return partition_->create_stream();
+    cudaStream_t s = nullptr;
+    HCI_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  };
+  stream_ = new_stream();
   if (n_off_ > 0) {
-    HCI_CUDA(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    copy_stream_ = new_stream();
     for (int i = 0; i < n_slots_; ++i) {
       cudaEvent_t a, b;
       HCI_CUDA(cudaEventCreateWithFlags(&a, cudaEventDisableTiming));
@@ -694,6 +709,7 @@ void GpuModel::fill_synthetic(uint64_t seed, int bits) {
 }
 
 GpuModel::~GpuModel() {
+  PartitionScope in_partition(partition_.get());
   if (stream_) cudaStreamSynchronize(stream_);  // the server answers any hand-off still queued
   if (copy_stream_) cudaStreamSynchronize(copy_stream_);
   server_.reset();
@@ -1542,6 +1558,8 @@ void GpuModel::info(hci_gpu_model_info* o) const {
   int64_t pinned = 0;
   for (const PinnedBuffer& b : host_arenas_) pinned += b.bytes();
   o->pinned_host_bytes = pinned + chan_bytes_;
+  o->sm_count = sm_count_;
+  o->reserved = 0;
 }
 
 }  // namespace hci::gpu

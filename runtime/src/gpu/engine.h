@@ -16,6 +16,7 @@
 #include "hcinfer_gpu.h"
 #include "hetero/comp_server.h"
 #include "kernels.h"
+#include "sm_partition.h"
 
 namespace hci {
 struct Model;
@@ -99,6 +100,16 @@ class GpuModel {
   void comp_ranks(int32_t* full, int32_t* last, double* mean, int n);
   void set_comp_ranks(const int32_t* ranks, int n);
 
+  // The SM partition of hci_gpu_params.sm_limit (nullptr: every SM); callers push it around calls
+  // that launch work (gpu_api.cpp's Use).
+  SmPartition* partition() const { return partition_.get(); }
+  int sm_count() const { return sm_count_; }  // SMs the kernels run on
+
+ private:
+  std::unique_ptr<SmPartition> partition_;  // (declared first: destroyed after every buffer)
+  int sm_count_ = 0;
+
+ public:
   std::mutex mu;  // serializes calls on this model
   // First core of the pinned compensation workers (-1: none or not pinned).
   int worker_first_core() const { return worker_first_core_; }
@@ -263,7 +274,9 @@ class CallerAffinity {
 // Fills hci_gpu_device_info for `device` (the CUDA build).
 void device_info(int device, hci_gpu_device_info* out);
 // Bandwidth measurement.
-void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth* out);
+// sm_limit > 0: on a partition of at least that many SMs (SmPartition).
+void measure_bandwidth(int device, int64_t bytes, int repeats, hci_gpu_bandwidth* out,
+                       int sm_limit = 0);
 // Throws HCI_ERR_UNSUPPORTED when `device` is not usable.
 void require_device(int device);
 // The build description ("CUDA 13.0, sm_80 sm_90, cuBLAS").

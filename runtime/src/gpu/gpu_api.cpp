@@ -23,10 +23,19 @@ struct hci_gpu_model {
 };
 
 namespace {
-// Locks the model and selects its device for the duration of a call.
+// Selects the model's device and returns its SM partition (nullptr: every SM); the launch-time
+// SM count is the model's (persistent kernels size their grids by it).
+hci::gpu::SmPartition* select(hci_gpu_model* m) {
+  HCI_CUDA(cudaSetDevice(m->device));
+  hci::gpu::set_sm_count(m->g->sm_count());
+  return m->g->partition();
+}
+
+// Locks the model, selects its device and makes its SM partition current for a call.
 struct Use {
   std::lock_guard<std::mutex> lock;
-  explicit Use(hci_gpu_model* m) : lock(m->g->mu) { HCI_CUDA(cudaSetDevice(m->device)); }
+  hci::gpu::PartitionScope in_partition;
+  explicit Use(hci_gpu_model* m) : lock(m->g->mu), in_partition(select(m)) {}
 };
 }  // namespace
 
@@ -46,6 +55,17 @@ hci_status hci_gpu_measure_bandwidth(int32_t device, int64_t bytes, int32_t repe
     need(out, "hci_gpu_measure_bandwidth: out must not be NULL");
     need(bytes >= 0 && repeats >= 0, "hci_gpu_measure_bandwidth: bytes and repeats must be >= 0");
     hci::gpu::measure_bandwidth(device, bytes, repeats, out);
+  });
+}
+
+hci_status hci_gpu_measure_bandwidth_partition(int32_t device, int32_t sm_limit, int64_t bytes,
+                                               int32_t repeats, hci_gpu_bandwidth* out, char* err,
+                                               size_t err_len) {
+  return guard(err, err_len, [&] {
+    need(out, "hci_gpu_measure_bandwidth_partition: out must not be NULL");
+    need(bytes >= 0 && repeats >= 0 && sm_limit >= 0,
+         "hci_gpu_measure_bandwidth_partition: sm_limit, bytes and repeats must be >= 0");
+    hci::gpu::measure_bandwidth(device, bytes, repeats, out, sm_limit);
   });
 }
 
@@ -183,7 +203,7 @@ hci_status hci_gpu_get_comp_stats(hci_gpu_model* model, hci_gpu_comp_stats* out,
                                   size_t err_len) {
   return guard(err, err_len, [&] {
     need(model && out, "hci_gpu_get_comp_stats: model and out must not be NULL");
-    std::lock_guard<std::mutex> lock(model->g->mu);
+    Use u(model);
     model->g->comp_stats(out);
   });
 }
@@ -191,7 +211,7 @@ hci_status hci_gpu_get_comp_stats(hci_gpu_model* model, hci_gpu_comp_stats* out,
 hci_status hci_gpu_reset_comp_stats(hci_gpu_model* model, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     need(model, "hci_gpu_reset_comp_stats: model must not be NULL");
-    std::lock_guard<std::mutex> lock(model->g->mu);
+    Use u(model);
     model->g->reset_comp_stats();
   });
 }
@@ -200,7 +220,7 @@ hci_status hci_gpu_get_comp_ranks(hci_gpu_model* model, int32_t* full, int32_t* 
                                   double* mean, int32_t n, char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     need(model, "hci_gpu_get_comp_ranks: model must not be NULL");
-    std::lock_guard<std::mutex> lock(model->g->mu);
+    Use u(model);
     model->g->comp_ranks(full, last, mean, n);
   });
 }
@@ -209,7 +229,7 @@ hci_status hci_gpu_set_comp_ranks(hci_gpu_model* model, const int32_t* ranks, in
                                   char* err, size_t err_len) {
   return guard(err, err_len, [&] {
     need(model && ranks, "hci_gpu_set_comp_ranks: model and ranks must not be NULL");
-    std::lock_guard<std::mutex> lock(model->g->mu);
+    Use u(model);
     model->g->set_comp_ranks(ranks, n);
   });
 }

@@ -34,6 +34,11 @@ hci_status hci_gpu_measure_bandwidth(int32_t, int64_t, int32_t, hci_gpu_bandwidt
   return unsupported(err, err_len);
 }
 
+hci_status hci_gpu_measure_bandwidth_partition(int32_t, int32_t, int64_t, int32_t,
+                                               hci_gpu_bandwidth*, char* err, size_t err_len) {
+  return unsupported(err, err_len);
+}
+
 hci_gpu_params hci_gpu_default_params(void) { return hci::gpu::default_params(); }
 
 hci_gpu_synth_params hci_gpu_synth_default_params(void) {
