@@ -248,6 +248,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     kernel_stamps_ = stamps && stamps[0] == '1';
     const char* early = std::getenv("HCINFER_Q4_EARLY");
     q4_early_ = !(early && early[0] == '0');
+    q4_early_always_ = early && early[0] == '2';  // also next to hand-offs (for A/Bs)
     // Rows longer than one step of the lean GEMV (down) split into tasks per step
     // (HCINFER_Q4_KSPLIT=0: whole rows per warp).
     const char* ksplit = std::getenv("HCINFER_Q4_KSPLIT");
@@ -922,7 +923,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   const int pt_after = l + 1 < sh_.n_layers ? point_at(l + 1, 0) : -1;
   auto early_for = [&](int g) {
     const int next = g < 3 ? pt[g + 1] : pt_after;
-    set_qgemv4_early_trigger(q4_early_ && pt[g] < 0 && next < 0);
+    set_qgemv4_early_trigger(q4_early_always_ || (q4_early_ && pt[g] < 0 && next < 0));
     set_qgemv4_ksplit(q4_ksplit_);
   };
   // Decode with CPU compensation: a point's import kernel also hands the next point its input

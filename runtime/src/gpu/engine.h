@@ -250,6 +250,7 @@ class GpuModel {
   unsigned* counter_d_ = nullptr;
   bool kernel_stamps_ = false;  // HCINFER_KERNEL_STAMPS=1: bench prints a kernel timeline
   bool q4_early_ = true;        // HCINFER_Q4_EARLY (0: off): the lean GEMV's early PDL trigger
+  bool q4_early_always_ = false;  // HCINFER_Q4_EARLY=2: also next to CPU hand-offs
   bool q4_ksplit_ = true;       // HCINFER_Q4_KSPLIT (0: off): the lean GEMV's tasks per step
   bool profile_ = false;      // HCINFER_PROFILE=1: bench prints a per-stage breakdown to stderr
   std::vector<std::pair<int, cudaEvent_t>>* prof_ = nullptr;
