@@ -779,7 +779,8 @@ export interface ControllerRow {
   rank: number;
   batch: number;
   cpuThreads: string;
-  controller: boolean;
+  /** `off`, `on` (the library's default budget), `on, 8%`, `on, ranks only`. */
+  controller: string;
   tokensPerS: number | null;
   overNone: number | null;
   rankFraction: number | null;
@@ -803,7 +804,8 @@ export function controllerRows(records: Rec[]): ControllerRow[] {
     .sort((a, b) =>
       groupKey(a).localeCompare(groupKey(b)) ||
       (a.point.cpuThreads ?? 0) - (b.point.cpuThreads ?? 0) ||
-      Number(a.point.rankController) - Number(b.point.rankController)
+      Number(a.point.rankController) - Number(b.point.rankController) ||
+      (a.point.controllerSlowdownPct ?? 0) - (b.point.controllerSlowdownPct ?? 0)
     )
     .map((r) => {
       const none = noneOf(records, r.point)?.metrics.decodeTokensPerS ?? null;
@@ -818,7 +820,7 @@ export function controllerRows(records: Rec[]): ControllerRow[] {
           : r.metrics.cpuThreadsUsed === null
           ? "default"
           : `default (${r.metrics.cpuThreadsUsed})`,
-        controller: r.point.rankController,
+        controller: r.point.rankController ? controllerLabel(r.point) : "off",
         tokensPerS: tps,
         overNone: tps !== null && none ? tps / none : null,
         rankFraction: r.metrics.rankFraction,
@@ -869,7 +871,7 @@ const CONTROLLER_COLUMNS: Column<ControllerRow>[] = [
   { key: "rank", header: "rank", align: "right" },
   { key: "batch", header: "batch", align: "right" },
   { key: "cpuThreads", header: "CPU threads", align: "right" },
-  { key: "controller", header: "controller", format: (v) => (v ? "on" : "off") },
+  { key: "controller", header: "controller" },
   { key: "tokensPerS", header: "tok/s", format: tpsCell, align: "right" },
   { key: "overNone", header: "÷ none", format: ratio, align: "right" },
   { key: "rankFraction", header: "rank fraction", format: num(3), align: "right" },

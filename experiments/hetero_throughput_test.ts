@@ -340,9 +340,9 @@ Deno.test("controllerRows: threads × controller where the controller ran, ÷ no
   assert.deepEqual(
     rows.map((r) => [r.cpuThreads, r.controller, r.tokensPerS, r.rankFraction, r.meanRank]),
     // the default-threads point of the same (model, weights, rank) first, for comparison
-    [["default", false, 100, null, null], ["4", false, 60, 1, null], [
+    [["default", "off", 100, null, null], ["4", "off", 60, 1, null], [
       "4",
-      true,
+      "on",
       190,
       0.25,
       32,
