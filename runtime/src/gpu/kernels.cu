@@ -416,6 +416,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 // n_kv*HD], out [n, ldo]; dynamic shared memory: n_ctx floats.
 constexpr int kDecWarps = 16, kDecUnS = 4, kDecUnV = 8;
 constexpr int kAttnSmemCtx = 8192;
+// blocks that found their row's sequence or position changed across the PDL wait (for tests)
+__device__ unsigned g_attn_stale_reads = 0;
 
 // Asks L2 for rows [0, L) of a head's cached keys and values (HD elements each, kvd apart); the
 // caller's threads share the rows. A hint only: no data is read.
@@ -451,13 +453,22 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   const int h = blockIdx.x, i = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
+  // The row's sequence and position are read twice: before the wait only to warm L2 (they may be
+  // stale then: the step's first kernel may not have run), after it for real. Both reads go
+  // through L2 only (__ldcg): with a plain read of the `const __restrict__` arrays the first read
+  // left the line in the read-only cache and the second returned it, stale (the decode attention
+  // test caught it with PDL holding the positions' writer back: wrong rows attended and the new
+  // key and value stored at the stale position). Costs 0.2-0.4% of W4 decode (H100, same call).
+  const int seq_early = __ldcg(row_seq + i), pos_early = __ldcg(row_pos + i);
   {  // the cache rows before pos are final (written by earlier steps): warm L2 with them
-    const int64_t b0 = int64_t(row_seq[i]) * n_ctx * kvd + kvh * HD;
-    prefetch_kv_l2<KV, HD>(kc + b0, vc + b0, kvd, min(row_pos[i], n_ctx - 1));
+    const int64_t b0 = int64_t(seq_early) * n_ctx * kvd + kvh * HD;
+    prefetch_kv_l2<KV, HD>(kc + b0, vc + b0, kvd, min(pos_early, n_ctx - 1));
   }
   pdl_wait();
   kstamp_at(&kslot, 1);
-  const int seq = row_seq[i], pos = row_pos[i], L = pos + 1;
+  const int seq = __ldcg(row_seq + i), pos = __ldcg(row_pos + i), L = pos + 1;
+  if (threadIdx.x == 0 && (seq != seq_early || pos != pos_early))
+    atomicAdd(&g_attn_stale_reads, 1u);
   const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
   const KV* K = kc + base;
   const KV* V = vc + base;
@@ -991,6 +1002,12 @@ void read_stream(const void* p, int64_t bytes, float* sink, cudaStream_t s) {
   launch_k("read_stream_kernel", read_stream_kernel, dim3(kStreamBlocks), dim3(256), 0, s, static_cast<const uint4*>(p), bytes / 16,
                                                    sink);
   HCI_LAUNCH_CHECK("read_stream");
+}
+
+unsigned attention_stale_reads() {
+  unsigned v = 0;
+  HCI_CUDA(cudaMemcpyFromSymbol(&v, g_attn_stale_reads, sizeof v));
+  return v;
 }
 
 HCI_KERNEL_STAMPS_SETTER(bind_stamps_kernels)

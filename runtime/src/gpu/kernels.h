@@ -151,6 +151,9 @@ void set_sm_count(int n);
 // Programmatic dependent launch (launch.cuh) for every kernel launched after the call; on by
 // default when the first GPU model is created on an sm_90+ device. Process-wide.
 void set_pdl(bool on);
+// Decode attention blocks so far that found their row's sequence or position changed across their
+// PDL wait (an early read was stale; tests check that the kernel still used the right ones).
+unsigned attention_stale_reads();
 bool pdl_enabled();
 
 // ---- prefill GEMM --------------------------------------------------------------------------------
