@@ -72,6 +72,21 @@ export const ThroughputConfigSchema = z.strictObject({
   /** Python with torch + transformers, for engine `hf`. */
   python: z.string().default("python3"),
   seed: z.int().min(0).default(0),
+  /**
+   * Run every hcinfer model, and the bandwidth measurement, on a partition of at least this many
+   * of the GPU's SMs (a CUDA green context, `GpuOptions.smLimit`), emulating a smaller GPU; 0 =
+   * every SM. transformers runs (engine `hf`) cannot be confined so and are refused with it.
+   */
+  gpuSms: z.int().min(0).default(0),
+}).superRefine((config, ctx) => {
+  if (config.gpuSms > 0 && config.runs.some((r) => r.engine === "hf")) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["gpuSms"],
+      input: config.gpuSms,
+      message: "transformers (engine hf) runs on every SM: leave it out of an SM-partition config",
+    });
+  }
 });
 /** The configuration (input form). */
 export type ThroughputConfigInput = z.input<typeof ThroughputConfigSchema>;
@@ -90,6 +105,8 @@ export interface ThroughputPoint {
   newTokens: number;
   repeats: number;
   useGraph: boolean;
+  /** On an SM partition of at least this many SMs (absent: every SM). */
+  gpuSms?: number;
 }
 
 /** What a point measures (null where it does not apply or the point failed). */
@@ -111,6 +128,8 @@ export interface ThroughputMetrics {
   hbmGbps: number;
   hbmReadGbps: number;
   h2dGbps: number;
+  /** SMs the models and the bandwidth measurement ran on (absent in records before it existed). */
+  gpuSmCount?: number;
   /** batch × hbmGbps / weight bytes per step. */
   rooflineTokensPerS: number | null;
   pctRoofline: number | null;
@@ -145,6 +164,7 @@ export function throughputPoints(config: ThroughputConfig): ThroughputPoint[] {
           newTokens: run.newTokens ?? config.newTokens,
           repeats: run.repeats ?? config.repeats,
           useGraph: config.useGraph,
+          ...(config.gpuSms ? { gpuSms: config.gpuSms } : {}),
         });
       }
     }
@@ -211,7 +231,11 @@ export async function openThroughput(
 ): Promise<PointRunner<ThroughputPoint, ThroughputMetrics>> {
   const reason = gpuUnavailableReason();
   if (reason !== null) throw new Error(`throughput needs a GPU: ${reason}`);
-  const bw: GpuBandwidth = await measureBandwidth({ bytes: config.bandwidthBytes, repeats: 10 });
+  const bw: GpuBandwidth = await measureBandwidth({
+    bytes: config.bandwidthBytes,
+    repeats: 10,
+    smLimit: config.gpuSms,
+  });
   const dev = deviceInfo();
   let current: {
     key: string;
@@ -249,6 +273,7 @@ export async function openThroughput(
     hbmGbps: bw.hbmGbps,
     hbmReadGbps: bw.hbmReadGbps,
     h2dGbps: bw.h2dPinnedGbps,
+    gpuSmCount: bw.smCount,
     rooflineTokensPerS: null,
     pctRoofline: null,
     pcieMsPerStep: null,
@@ -302,6 +327,7 @@ export async function openThroughput(
           ) * 64,
           memoryBudget: p.budgetGiB === null ? 0 : Math.round(p.budgetGiB * GiB),
           offload: p.offload,
+          smLimit: p.gpuSms ?? 0,
         };
         const t0 = performance.now();
         try {
@@ -492,8 +518,14 @@ export function throughputSummary(records: Rec[]): string[] {
   }
   const first = records[0]?.metrics;
   if (first) {
+    const partition = records.find((r) => r.point.gpuSms)?.point.gpuSms;
     lines.push(
-      `Measured on ${first.device}: HBM ${first.hbmGbps.toFixed(0)} GB/s (device copy, read + ` +
+      `Measured on ${first.device}${
+        partition && first.gpuSmCount
+          ? ` restricted to ${first.gpuSmCount} SMs (a green-context partition of at least ` +
+            `${partition}: an emulated smaller GPU)`
+          : ""
+      }: HBM ${first.hbmGbps.toFixed(0)} GB/s (device copy, read + ` +
         `write), ${first.hbmReadGbps.toFixed(0)} GB/s (read-only kernel), pinned H2D ${
           first.h2dGbps.toFixed(1)
         } GB/s. Roofline = batch x HBM copy bandwidth / weight bytes per step.`,

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { readConfigFile } from "./config_file.ts";
+import { ConfigError, parseConfig } from "./schema.ts";
+import {
+  parseFormat,
+  type ThroughputConfig,
+  ThroughputConfigSchema,
+  type ThroughputMetrics,
+  type ThroughputPoint,
+  throughputPoints,
+  throughputSummary,
+} from "./throughput.ts";
+import type { SweepRecord } from "./runner.ts";
+
+const CONFIGS = new URL("./configs/", import.meta.url).pathname;
+
+async function bundled(name: string): Promise<ThroughputConfig> {
+  const file = `${CONFIGS}${name}`;
+  return parseConfig(ThroughputConfigSchema, await readConfigFile(file), file);
+}
+
+Deno.test("the bundled throughput configs parse; the H100 one has the issue's points", async () => {
+  for (const name of ["throughput_h100.json", "throughput_quick.json", "throughput_packed.json"]) {
+    assert.ok(throughputPoints(await bundled(name)).length > 0, name);
+  }
+  const points = throughputPoints(await bundled("throughput_h100.json"));
+  const key = (p: ThroughputPoint) => `${p.engine} ${p.format} b${p.batch} ${p.budgetGiB}`;
+  const keys = points.map(key);
+  for (const k of ["hcinfer fp16 b1 null", "hcinfer w4g128 b1 null", "hf fp16 b1 null"]) {
+    assert.ok(keys.includes(k), k);
+  }
+  assert.ok(points.some((p) => p.format === "fp16" && p.budgetGiB === 8 && p.offload));
+  assert.ok(points.every((p) => p.gpuSms === undefined), "every SM: no field (old records' keys)");
+});
+
+Deno.test("gpuSms: every point records the partition; transformers runs are refused with it", () => {
+  const config = ThroughputConfigSchema.parse({
+    models: ["synthetic:llama-2-7b"],
+    runs: [{ format: "w4g128", batches: [1, 4] }, { format: "fp16", budgetGiB: 8 }],
+    gpuSms: 16,
+  });
+  const points = throughputPoints(config);
+  assert.deepEqual(points.map((p) => [p.format, p.batch, p.gpuSms]), [
+    ["w4g128", 1, 16],
+    ["w4g128", 4, 16],
+    ["fp16", 1, 16],
+  ]);
+  assert.throws(
+    () =>
+      parseConfig(ThroughputConfigSchema, {
+        models: ["synthetic:llama-2-7b"],
+        runs: [{ engine: "hf" }],
+        gpuSms: 16,
+      }, "inline.json"),
+    (e) => e instanceof ConfigError && /engine hf\) runs on every SM/.test(e.message),
+  );
+  assert.throws(() => ThroughputConfigSchema.parse({ models: ["m"], runs: [{}], gpuSms: -8 }));
+});
+
+Deno.test("parseFormat: bits, group and dtype", () => {
+  assert.deepEqual(parseFormat("fp16"), { bits: 0, groupSize: 128, dtype: "fp16" });
+  assert.deepEqual(parseFormat("w4g128"), { bits: 4, groupSize: 128, dtype: "fp16" });
+  assert.deepEqual(parseFormat("w2g-1"), { bits: 2, groupSize: -1, dtype: "fp16" });
+  assert.throws(() => parseFormat("q4_0"), /bad format/);
+});
+
+Deno.test("throughputSummary names the SM partition the bandwidth was measured on", () => {
+  const metrics = {
+    status: "ok",
+    hbmGbps: 1155,
+    hbmReadGbps: 1190,
+    h2dGbps: 54.1,
+    gpuSmCount: 16,
+    device: "NVIDIA H100 80GB HBM3",
+  } as unknown as ThroughputMetrics;
+  const point = { model: "synthetic:llama-2-7b", format: "w4g128", gpuSms: 16 } as ThroughputPoint;
+  const rec = { point, metrics } as SweepRecord<ThroughputPoint, ThroughputMetrics>;
+  const last = throughputSummary([rec]).at(-1)!;
+  assert.match(last, /restricted to 16 SMs \(a green-context partition of at least 16/);
+  assert.match(last, /HBM 1155 GB\/s/);
+  const whole = throughputSummary([{ ...rec, point: { ...point, gpuSms: undefined } }]).at(-1)!;
+  assert.doesNotMatch(whole, /restricted/);
+});
