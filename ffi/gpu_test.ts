@@ -243,6 +243,8 @@ Deno.test("the library's GPU defaults are those hcinfer_gpu.h documents (also wi
   assert.equal(p.factorDtype, "bf16");
   assert.equal(p.prefillComp, "cpu");
   assert.equal(p.rankController, false);
+  assert.equal(p.controllerSlowdownPct, 0);
+  assert.equal(p.smLimit, 0, "every SM");
   assert.deepEqual(defaultSynthParams(), { seed: 0, bits: 0, groupSize: 128, rank: 0 });
 });
 
