@@ -7,7 +7,9 @@
  */
 
 import { dirname, isAbsolute, join, resolve } from "node:path";
+import type { z } from "zod";
 import { readJson, REPO_ROOT, sharedRoot } from "../datasets/mod.ts";
+import { parseConfig } from "./schema.ts";
 
 /**
  * Resolves one path of a config.
@@ -45,4 +47,20 @@ export function resolvePaths(value: unknown, baseDir: string): unknown {
  */
 export async function readConfigFile(file: string): Promise<unknown> {
   return resolvePaths(await readJson(file, "experiment config"), dirname(resolve(file)));
+}
+
+/** The folder of the configs bundled with the experiments (`experiments/configs/`). */
+export const BUNDLED_CONFIGS_DIR: string = new URL("./configs/", import.meta.url).pathname;
+
+/**
+ * Reads and validates a bundled config by file name, e.g. `throughput_h100.json`.
+ *
+ * @throws ConfigError naming the file and the fields that do not fit `schema`
+ */
+export async function readBundledConfig<S extends z.ZodType>(
+  schema: S,
+  name: string,
+): Promise<z.output<S>> {
+  const file = join(BUNDLED_CONFIGS_DIR, name);
+  return parseConfig(schema, await readConfigFile(file), file);
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readConfigFile } from "./config_file.ts";
+import { readBundledConfig } from "./config_file.ts";
 import { ConfigError, parseConfig } from "./schema.ts";
 import {
   budgetRows,
@@ -19,12 +19,8 @@ import {
 import { findExperiment } from "./registry.ts";
 import type { SweepRecord } from "./runner.ts";
 
-const CONFIGS = new URL("./configs/", import.meta.url).pathname;
-
-async function bundled(name: string): Promise<HeteroConfig> {
-  const file = `${CONFIGS}${name}`;
-  return parseConfig(HeteroConfigSchema, await readConfigFile(file), file);
-}
+const bundled = (name: string): Promise<HeteroConfig> =>
+  readBundledConfig(HeteroConfigSchema, name);
 
 Deno.test("the 16-SM config is the H100 config on an SM partition, recorded in every point", async () => {
   const full = heteroPoints(await bundled("hetero_throughput_h100.json"));

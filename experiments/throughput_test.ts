@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readConfigFile } from "./config_file.ts";
+import { readBundledConfig } from "./config_file.ts";
 import { ConfigError, parseConfig } from "./schema.ts";
 import {
   parseFormat,
@@ -12,12 +12,8 @@ import {
 } from "./throughput.ts";
 import type { SweepRecord } from "./runner.ts";
 
-const CONFIGS = new URL("./configs/", import.meta.url).pathname;
-
-async function bundled(name: string): Promise<ThroughputConfig> {
-  const file = `${CONFIGS}${name}`;
-  return parseConfig(ThroughputConfigSchema, await readConfigFile(file), file);
-}
+const bundled = (name: string): Promise<ThroughputConfig> =>
+  readBundledConfig(ThroughputConfigSchema, name);
 
 Deno.test("the bundled throughput configs parse; the H100 one has the issue's points", async () => {
   for (const name of ["throughput_h100.json", "throughput_quick.json", "throughput_packed.json"]) {

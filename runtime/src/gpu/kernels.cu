@@ -458,7 +458,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   // through L2 only (__ldcg): with a plain read of the `const __restrict__` arrays the first read
   // left the line in the read-only cache and the second returned it, stale (the decode attention
   // test caught it with PDL holding the positions' writer back: wrong rows attended and the new
-  // key and value stored at the stale position). Costs 0.2-0.4% of W4 decode (H100, same call).
+  // key and value stored at the stale position). The two L2 reads cost 0.2-0.4% of W4 decode
+  // (H100, same call; the stale counter below was added after that A/B).
   const int seq_early = __ldcg(row_seq + i), pos_early = __ldcg(row_pos + i);
   {  // the cache rows before pos are final (written by earlier steps): warm L2 with them
     const int64_t b0 = int64_t(seq_early) * n_ctx * kvd + kvh * HD;
