@@ -604,6 +604,13 @@ TEST(rope_store_and_attention_match_cpu) {
     }
 }
 
+int device_major() {
+  int dev = 0, major = 0;
+  HCI_CUDA(cudaGetDevice(&dev));
+  HCI_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return major;
+}
+
 TEST(decode_attention_matches_cpu) {
   // n_ctx 640: the shared-memory kernel over several rounds of keys (600) and the new key alone
   // (0); 2048: 1500 positions (12 rounds of keys); 8200: beyond its limit, the online-softmax
@@ -661,24 +668,41 @@ TEST(decode_attention_matches_cpu) {
       both.insert(both.end(), rows[1].begin(), rows[1].end());
       std::vector<int> rs = {0, 1}, rp = {pos[0], pos[1]};
       DeviceBuffer Q2 = up(both), RS = up(rs), RP = up(rp), OUT(A(), int64_t(2) * qd * 2, "o");
-      attention_decode(kvt, DType::F16, Q2.as<float>(), ld, 2, H, KVH, hd, CS.as<float2>(),
-                       RS.as<int>(), RP.as<int>(), KC.get(), VC.get(), n_ctx, OUT.get(), qd, nullptr);
-      auto ob = down<uint16_t>(OUT, size_t(2) * qd);
-      for (int sq = 0; sq < 2; ++sq) {
-        std::vector<float> o(static_cast<size_t>(qd));
-        for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob[size_t(sq) * qd + t]);
-        worst = std::max(worst, rel_err(o, refs[size_t(sq)]));
+      // every split of a head's positions over a cluster of blocks (sm_90+; the positions 0 and
+      // 77 leave blocks of the cluster without any), each against the reference
+      const int split_default = attention_split();
+      const bool early_default = attention_kv_early() != 0;
+      for (int variant = 0; variant < 5; ++variant) {
+        const int split = variant < 4 ? 1 << variant : 1;  // 1, 2, 4, 8; then 1 with kv_early
+        if (split > 1 && device_major() < 9) continue;  // clusters need sm_90
+        set_attention_split(split);
+        set_attention_kv_early(variant == 4 ? !early_default : early_default);
+        HCI_CUDA(cudaMemset(OUT.get(), 0, size_t(2) * qd * 2));
+        attention_decode(kvt, DType::F16, Q2.as<float>(), ld, 2, H, KVH, hd, CS.as<float2>(),
+                         RS.as<int>(), RP.as<int>(), KC.get(), VC.get(), n_ctx, OUT.get(), qd,
+                         nullptr);
+        auto ob = down<uint16_t>(OUT, size_t(2) * qd);
+        double w = 0;
+        for (int sq = 0; sq < 2; ++sq) {
+          std::vector<float> o(static_cast<size_t>(qd));
+          for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob[size_t(sq) * qd + t]);
+          w = std::max(w, rel_err(o, refs[size_t(sq)]));
+        }
+        if (!(w < 2e-3))
+          std::printf("  decode attention n_ctx %d kv %s H%d KV%d hd%d split %d: %.2e\n", n_ctx,
+                      dtype_name(kvt), H, KVH, hd, split, w);
+        worst = std::max(worst, w);
       }
-      if (!(worst < 2e-3))
-        std::printf("  decode attention n_ctx %d kv %s H%d KV%d hd%d: %.2e\n", n_ctx,
-                    dtype_name(kvt), H, KVH, hd, worst);
+      set_attention_split(split_default);
+      set_attention_kv_early(early_default);
       CHECK(worst < 2e-3);
       if (n_ctx == 8200 || H != 4) continue;
       // The kernel reads the rows' sequence and position before its PDL wait (to warm L2 with
-      // their cache rows) and again after it. Made stale on purpose: the positions are written by
-      // decode_begin, which waits behind a long read while the attention's blocks, launched early
-      // (PDL), read what was there before: sequences swapped, positions too large, positions one
-      // short. Every run must give the reference.
+      // their cache rows and, with kv_early, to load the first keys and values) and again after
+      // it. Made stale on purpose: the positions are written by decode_begin, which waits behind
+      // a long read while the attention's blocks, launched early (PDL), read what was there
+      // before: sequences swapped, positions too large, positions one short. Every run (one
+      // block and four per head, first loads before and after the wait) must give the reference.
       const bool pdl_was = pdl_enabled();
       set_pdl(true);
       cudaStream_t str;
@@ -691,35 +715,46 @@ TEST(decode_attention_matches_cpu) {
       DeviceBuffer SL = up(seq_len);
       const std::vector<std::vector<int>> stale_rows = {
           {1, 0, n_ctx - 1, n_ctx - 1}, {0, 1, n_ctx - 1, 3}, {0, 1, std::max(0, pos[0] - 1), 0}};
-      for (const auto& st : stale_rows) {
-        std::vector<int> rs0 = {st[0], st[1]}, rp0 = {st[2], st[3]};
-        DeviceBuffer RS2 = up(rs0), RP2 = up(rp0), OUT2(A(), int64_t(2) * qd * 2, "o");
-        // (a pageable upload may still be in flight when cudaMemcpy returns, and `str` does
-        // not wait for the legacy stream: without this the stale values could land last)
-        HCI_CUDA(cudaDeviceSynchronize());
-        read_stream(BIG.get(), big, SINK.as<float>(), str);
-        decode_begin(2, SL.as<int>(), RS2.as<int>(), RP2.as<int>(), str);
-        attention_decode(kvt, DType::F16, Q2.as<float>(), ld, 2, H, KVH, hd, CS.as<float2>(),
-                         RS2.as<int>(), RP2.as<int>(), KC.get(), VC.get(), n_ctx, OUT2.get(), qd,
-                         str);
-        HCI_CUDA(cudaStreamSynchronize(str));
-        auto ob2 = down<uint16_t>(OUT2, size_t(2) * qd);
-        double w2 = 0;
-        for (int sq = 0; sq < 2; ++sq) {
-          std::vector<float> o(static_cast<size_t>(qd));
-          for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob2[size_t(sq) * qd + t]);
-          w2 = std::max(w2, rel_err(o, refs[size_t(sq)]));
+      int blocks_run = 0;
+      for (int variant = 0; variant < 4; ++variant) {
+        const int split = variant < 2 ? 1 : 4;
+        if (split > 1 && device_major() < 9) continue;
+        set_attention_split(split);
+        set_attention_kv_early(variant % 2 == 1);
+        for (const auto& st : stale_rows) {
+          blocks_run += 2 * H * split;
+          std::vector<int> rs0 = {st[0], st[1]}, rp0 = {st[2], st[3]};
+          DeviceBuffer RS2 = up(rs0), RP2 = up(rp0), OUT2(A(), int64_t(2) * qd * 2, "o");
+          // (a pageable upload may still be in flight when cudaMemcpy returns, and `str` does
+          // not wait for the legacy stream: without this the stale values could land last)
+          HCI_CUDA(cudaDeviceSynchronize());
+          read_stream(BIG.get(), big, SINK.as<float>(), str);
+          decode_begin(2, SL.as<int>(), RS2.as<int>(), RP2.as<int>(), str);
+          attention_decode(kvt, DType::F16, Q2.as<float>(), ld, 2, H, KVH, hd, CS.as<float2>(),
+                           RS2.as<int>(), RP2.as<int>(), KC.get(), VC.get(), n_ctx, OUT2.get(), qd,
+                           str);
+          HCI_CUDA(cudaStreamSynchronize(str));
+          auto ob2 = down<uint16_t>(OUT2, size_t(2) * qd);
+          double w2 = 0;
+          for (int sq = 0; sq < 2; ++sq) {
+            std::vector<float> o(static_cast<size_t>(qd));
+            for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob2[size_t(sq) * qd + t]);
+            w2 = std::max(w2, rel_err(o, refs[size_t(sq)]));
+          }
+          if (!(w2 < 2e-3))
+            std::printf("  decode attention after stale rows (%d %d %d %d), n_ctx %d kv %s, "
+                        "split %d, kv_early %d: %.2e\n", st[0], st[1], st[2], st[3], n_ctx,
+                        dtype_name(kvt), split, variant % 2, w2);
+          CHECK(w2 < 2e-3);
         }
-        if (!(w2 < 2e-3))
-          std::printf("  decode attention after stale rows (%d %d %d %d), n_ctx %d kv %s: "
-                      "%.2e\n", st[0], st[1], st[2], st[3], n_ctx, dtype_name(kvt), w2);
-        CHECK(w2 < 2e-3);
       }
+      set_attention_split(split_default);
+      set_attention_kv_early(early_default);
       set_pdl(pdl_was);
       // PDL launched the attention early at least once (else this tested nothing stale)
       const unsigned stale = attention_stale_reads() - stale_before;
       std::printf("  decode attention n_ctx %d kv %s: %u of %d blocks read stale rows early\n",
-                  n_ctx, dtype_name(kvt), stale, 3 * 2 * H);
+                  n_ctx, dtype_name(kvt), stale, blocks_run);
       CHECK(stale > 0);
       HCI_CUDA(cudaStreamDestroy(str));
     }

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cstdlib>
 #include <cmath>
 #include <type_traits>
 
@@ -148,8 +149,10 @@ __global__ void rope_store_kernel(float* __restrict__ qkv, int ldq, int n_heads,
 }
 
 // Loads 8 consecutive cache values as floats.
+// (one 16-byte load through the read-only path: cache rows are written by earlier kernels, and
+// a decode step's new row is never read back from the cache by the kernel that writes it)
 __device__ __forceinline__ void load8(const __half* p, float f[8]) {
-  to_float8(*reinterpret_cast<const uint4*>(p), f, __half());
+  to_float8(__ldg(reinterpret_cast<const uint4*>(p)), f, __half());
 }
 __device__ __forceinline__ void load8(const float* p, float f[8]) {
   const float4 a = *reinterpret_cast<const float4*>(p);
@@ -399,32 +402,48 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 }
 
 // Decode attention with RoPE and the KV store fused, scores kept in shared memory (n_ctx <=
-// kAttnSmemCtx). One block of kDecWarps warps per (head, row); every phase keeps many loads in
-// flight, since one block per head leaves most multiprocessors idle and the time is latency:
+// kAttnSmemCtx). One block of kDecWarps warps per (head, row) and, with C > 1, a cluster of C
+// blocks per (head, row), each over its own contiguous range of positions (flash-decoding's
+// split, combined through distributed shared memory instead of a second kernel). Every phase
+// keeps many loads in flight, since the time is latency (32 heads leave most multiprocessors
+// idle without the split):
 //   1. RoPE of q and of the new key, q scaled; the new key and value stored (one block per KV head;
 //      the other blocks of that head read them from shared memory, never from the cache);
 //   2. scores: G = HD/8 lanes per key, each lane 8 dimensions (one 16-byte load of an fp16 row),
 //      32/G keys per warp, kDecUnS of them loaded at once, dot products reduced over the G lanes;
-//   3. softmax over s[0, L) with two block reductions (probabilities replace the scores);
+//   3. softmax over the block's positions with two block reductions (probabilities replace the
+//      scores);
 //   4. values: lane owns HD/32 consecutive dimensions (a warp reads whole rows), warps take
-//      kDecUnV consecutive keys at a time, loads in flight together; partials merged across warps.
+//      kDecUnV consecutive keys at a time, loads in flight together; partials merged across warps;
+//   5. (C > 1) every block publishes its max, sum and unnormalized output; after a cluster
+//      barrier, block r combines dimensions [r*HD/C, (r+1)*HD/C) of the C partials in rank order
+//      (deterministic) and writes them; a second barrier keeps each block's shared memory alive
+//      until the others have read it.
 //      A warp's first round of keys and values is loaded before phase 1, so that their latency
 //      overlaps phase 1's loads (and, for the values, phases 2 and 3) instead of following them.
-// Before its PDL wait (while the q/k/v GEMV still runs) the block asks L2 for the head's cached
-// keys and values (`prefetch_kv_l2`): only a hint, so the position read there may be stale.
+// Before its PDL wait (while the q/k/v GEMV still runs) the block asks L2 for its cached keys
+// and values (`prefetch_kv_l2`): only a hint, so the position read there may be stale.
 // Shapes: qkv [n, ldq] fp32 (q | k | v), cs [n_ctx, HD/2] (cos, sin), kc/vc [max_batch, n_ctx,
-// n_kv*HD], out [n, ldo]; dynamic shared memory: n_ctx floats.
+// n_kv*HD], out [n, ldo]; grid (n_heads*C, n), cluster (C, 1, 1); dynamic shared memory:
+// attn_positions_per_block(n_ctx, C) floats.
 constexpr int kDecWarps = 16, kDecUnS = 4, kDecUnV = 8;
 constexpr int kAttnSmemCtx = 8192;
 // blocks that found their row's sequence or position changed across the PDL wait (for tests)
 __device__ unsigned g_attn_stale_reads = 0;
 
-// Asks L2 for rows [0, L) of a head's cached keys and values (HD elements each, kvd apart); the
-// caller's threads share the rows. A hint only: no data is read.
+// Positions per block of a C-block split of L positions: a multiple of 8 (a warp's round of
+// keys and of values starts on one), so block r covers [r*chunk, min(L, (r+1)*chunk)).
+__host__ __device__ constexpr int attn_positions_per_block(int L, int C) {
+  return ((L + C - 1) / C + 7) / 8 * 8;
+}
+
+// Asks L2 for rows [j0, j1) of a head's cached keys and values (HD elements each, kvd apart);
+// the caller's threads share the rows. A hint only: no data is read.
 template <typename KV, int HD>
-__device__ __forceinline__ void prefetch_kv_l2(const KV* K, const KV* V, int64_t kvd, int L) {
+__device__ __forceinline__ void prefetch_kv_l2(const KV* K, const KV* V, int64_t kvd, int j0,
+                                               int j1) {
   constexpr int kRowBytes = HD * int(sizeof(KV));
-  for (int t = threadIdx.x; t < 2 * L; t += blockDim.x) {
+  for (int t = threadIdx.x + 2 * j0; t < 2 * j1; t += blockDim.x) {
     const KV* row = (t & 1 ? V : K) + int64_t(t >> 1) * kvd;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(row), "n"(kRowBytes) : "memory");
@@ -435,52 +454,86 @@ __device__ __forceinline__ void prefetch_kv_l2(const KV* K, const KV* V, int64_t
   }
 }
 
-template <typename KV, typename TO, int HD>
+// Every thread of every block of the cluster arrives and waits; shared-memory writes before it
+// are visible to the cluster's blocks after it (release / acquire). No-op below sm_90 (no
+// clusters are launched there).
+__device__ __forceinline__ void cluster_barrier() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;"
+               ::: "memory");
+#endif
+}
+
+// The float at `p` (this block's shared memory) in the shared memory of cluster block `rank`.
+__device__ __forceinline__ float ld_cluster_shared(const float* p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned local = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  float v;
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+#else
+  return rank == 0 ? *p : 0.f;
+#endif
+}
+
+template <typename KV, typename TO, int HD, int C>
 __global__ void __launch_bounds__(kDecWarps * 32)
     attention_decode_smem_kernel(const float* __restrict__ qkv, int ldq, int n_heads, int n_kv,
                                  const float2* __restrict__ cs, const int* __restrict__ row_seq,
                                  const int* __restrict__ row_pos, KV* __restrict__ kc,
                                  KV* __restrict__ vc, int n_ctx, float scale,
-                                 TO* __restrict__ out, int ldo, int tag) {
+                                 TO* __restrict__ out, int ldo, int tag, int kv_early) {
   constexpr int HALF = HD / 2, G = HD / 8, KPW = 32 / G, E = HD / 32, NT = kDecWarps * 32;
-  extern __shared__ float s[];  // [L] scores, then probabilities
+  static_assert(NT >= HD, "phase 1 takes one element pair per thread");
+  extern __shared__ float s[];  // [chunk] scores of the block's positions, then probabilities
   __shared__ float qs[HD], ks[HD], vs[HD];
   __shared__ float part[kDecWarps][HD];
   __shared__ float red[32];
+  __shared__ float blk_m, blk_l;  // (C > 1) the block's max and sum, read by the cluster
   __shared__ int kslot;
   kstamp_begin(&kslot, kKindAttention, tag, n_heads, HD);
   pdl_trigger();
-  const int h = blockIdx.x, i = blockIdx.y;
+  const int h = blockIdx.x / C, r = blockIdx.x % C, i = blockIdx.y;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int group = n_heads / n_kv, kvh = h / group, kvd = n_kv * HD, qd = n_heads * HD;
-  // The row's sequence and position are read twice: before the wait only to warm L2 (they may be
-  // stale then: the step's first kernel may not have run), after it for real. Both reads go
+  // The row's sequence and position are read twice: before the wait to warm L2 and (kv_early)
+  // to load the first round of keys and values (they may be stale then: the step's first kernel
+  // may not have run), after it for real. Both reads go
   // through L2 only (__ldcg): with a plain read of the `const __restrict__` arrays the first read
   // left the line in the read-only cache and the second returned it, stale (the decode attention
   // test caught it with PDL holding the positions' writer back: wrong rows attended and the new
   // key and value stored at the stale position). The two L2 reads cost 0.2-0.4% of W4 decode
   // (H100, same call; the stale counter below was added after that A/B).
   const int seq_early = __ldcg(row_seq + i), pos_early = __ldcg(row_pos + i);
-  {  // the cache rows before pos are final (written by earlier steps): warm L2 with them
-    const int64_t b0 = int64_t(seq_early) * n_ctx * kvd + kvh * HD;
-    prefetch_kv_l2<KV, HD>(kc + b0, vc + b0, kvd, min(pos_early, n_ctx - 1));
-  }
-  pdl_wait();
-  kstamp_at(&kslot, 1);
-  const int seq = __ldcg(row_seq + i), pos = __ldcg(row_pos + i), L = pos + 1;
-  if (threadIdx.x == 0 && (seq != seq_early || pos != pos_early))
-    atomicAdd(&g_attn_stale_reads, 1u);
-  const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
-  const KV* K = kc + base;
-  const KV* V = vc + base;
+  // This block's positions [j_lo, j_hi) of a row at `pos`, its cache rows K, V: first from the
+  // early (possibly stale) reads, then from the final ones.
+  int seq = max(0, seq_early), pos = min(max(0, pos_early), n_ctx - 1);
+  int L, j_lo, j_hi;
+  const KV* K;
+  const KV* V;
+  auto place = [&] {
+    L = pos + 1;
+    const int chunk = attn_positions_per_block(L, C);
+    j_lo = C == 1 ? 0 : r * chunk;
+    j_hi = C == 1 ? L : min(L, j_lo + chunk);
+    const int64_t base = int64_t(seq) * n_ctx * kvd + kvh * HD;
+    K = kc + base;
+    V = vc + base;
+  };
+  place();
+  // the cache rows before pos are final (written by earlier steps): warm L2 with them
+  prefetch_kv_l2<KV, HD>(K, V, kvd, min(j_lo, pos), min(j_hi, pos));
   const int sub = lane / G, gl = lane % G;
-  // Cached keys (in the layout of phase 2) and values (of phase 4) of positions before pos; the
-  // rest are zero, and position pos comes from shared memory (`own`) once phase 1 has run.
+  // Cached keys (in the layout of phase 2) and values (of phase 4) of the block's positions
+  // before pos; the rest are zero, and position pos comes from shared memory (`own`) once phase
+  // 1 has run.
   auto load_keys = [&](int j0, float (&kf)[kDecUnS][8]) {
 #pragma unroll
     for (int u = 0; u < kDecUnS; ++u) {
       const int j = j0 + u * KPW + sub;
-      if (j < pos) {
+      if (j < pos && (C == 1 || j < j_hi)) {
         load8(K + int64_t(j) * kvd + gl * 8, kf[u]);
       } else {
 #pragma unroll
@@ -491,7 +544,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   auto own_key = [&](int j0, float (&kf)[kDecUnS][8]) {
 #pragma unroll
     for (int u = 0; u < kDecUnS; ++u)
-      if (j0 + u * KPW + sub == pos)
+      if (j0 + u * KPW + sub == pos && (C == 1 || pos < j_hi))
 #pragma unroll
         for (int t = 0; t < 8; ++t) kf[u][t] = ks[gl * 8 + t];
   };
@@ -499,7 +552,7 @@ __global__ void __launch_bounds__(kDecWarps * 32)
 #pragma unroll
     for (int u = 0; u < kDecUnV; ++u) {
       const int j = j0 + u;
-      if (j < pos) {
+      if (j < pos && (C == 1 || j < j_hi)) {
         loadE<E>(V + int64_t(j) * kvd + lane * E, vv[u]);
       } else {
 #pragma unroll
@@ -510,25 +563,68 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   auto own_value = [&](int j0, float (&vv)[kDecUnV][E]) {
 #pragma unroll
     for (int u = 0; u < kDecUnV; ++u)
-      if (j0 + u == pos)
+      if (j0 + u == pos && (C == 1 || pos < j_hi))
 #pragma unroll
         for (int e = 0; e < E; ++e) vv[u][e] = vs[lane * E + e];
   };
-  // The first round of keys and values is in flight while phase 1 runs (its loads of the new
-  // q/k/v row are independent of these), the values also through phases 2 and 3.
+  // The first round of keys and values: with kv_early, loaded before the PDL wait from the
+  // early reads (rows before pos are final, so the loads are right whenever those reads were;
+  // each thread checks its own after the wait and loads again if not), their latency under the
+  // q/k/v GEMV's tail; else after phase 1's loads of the new row, which then do not queue
+  // behind them.
   float k_first[kDecUnS][8], v_first[kDecUnV][E];
-  load_keys(warp * KPW * kDecUnS, k_first);
-  load_values(warp * kDecUnV, v_first);
-  decode_new_qkv<KV, HD>(qkv + int64_t(i) * ldq, cs + int64_t(pos) * HALF, h, kvh, qd, kvd, scale,
-                         h % group == 0, kc, vc, base + int64_t(pos) * kvd, qs, ks, vs);
-  own_value(warp * kDecUnV, v_first);
+  if (kv_early) {
+    load_keys(j_lo + warp * KPW * kDecUnS, k_first);
+    load_values(j_lo + warp * kDecUnV, v_first);
+  }
+  pdl_wait();
+  kstamp_at(&kslot, 1);
+  const int seq_now = __ldcg(row_seq + i), pos_now = __ldcg(row_pos + i);
+  const bool moved = seq_now != seq || pos_now != pos;
+  if (threadIdx.x == 0 && (seq_now != seq_early || pos_now != pos_early))
+    atomicAdd(&g_attn_stale_reads, 1u);
+  seq = seq_now;
+  pos = pos_now;
+  place();
+  // 1. the new row's q, k, v (one element pair per thread: blockDim >= HD), then the first round
+  const float* row = qkv + int64_t(i) * ldq;
+  const int t0 = threadIdx.x;
+  float qa = 0.f, qb = 0.f, ka = 0.f, kb = 0.f, vn = 0.f;
+  float2 cf = make_float2(0.f, 0.f);
+  if (t0 < HALF) {
+    cf = cs[int64_t(pos) * HALF + t0];
+    qa = row[h * HD + t0];
+    qb = row[h * HD + t0 + HALF];
+    ka = row[qd + kvh * HD + t0];
+    kb = row[qd + kvh * HD + t0 + HALF];
+  }
+  if (t0 < HD) vn = row[qd + kvd + kvh * HD + t0];
+  if (!kv_early || moved) {
+    load_keys(j_lo + warp * KPW * kDecUnS, k_first);
+    load_values(j_lo + warp * kDecUnV, v_first);
+  }
+  if (t0 < HALF) {
+    qs[t0] = (qa * cf.x - qb * cf.y) * scale;
+    qs[t0 + HALF] = (qb * cf.x + qa * cf.y) * scale;
+    ks[t0] = ka * cf.x - kb * cf.y;
+    ks[t0 + HALF] = kb * cf.x + ka * cf.y;
+  }
+  if (t0 < HD) vs[t0] = vn;
+  __syncthreads();
+  if (r == 0 && h % group == 0 && t0 < HD) {  // the new key and value into the cache
+    const int64_t at = int64_t(seq) * n_ctx * kvd + kvh * HD + int64_t(pos) * kvd + t0;
+    kc[at] = from_float<KV>(ks[t0]);
+    vc[at] = from_float<KV>(vs[t0]);
+  }
+  kstamp_at(&kslot, 2);  // (timeline: "stage" = phase 1, "loop" = scores and softmax)
+  own_value(j_lo + warp * kDecUnV, v_first);
   // 2. scores
   float qr[8];
 #pragma unroll
   for (int t = 0; t < 8; ++t) qr[t] = qs[gl * 8 + t];
-  for (int j0 = warp * KPW * kDecUnS; j0 < L; j0 += kDecWarps * KPW * kDecUnS) {
+  for (int j0 = j_lo + warp * KPW * kDecUnS; j0 < j_hi; j0 += kDecWarps * KPW * kDecUnS) {
     float kf[kDecUnS][8];
-    if (j0 == warp * KPW * kDecUnS) {
+    if (j0 == j_lo + warp * KPW * kDecUnS) {
 #pragma unroll
       for (int u = 0; u < kDecUnS; ++u)
 #pragma unroll
@@ -545,21 +641,23 @@ __global__ void __launch_bounds__(kDecWarps * 32)
 #pragma unroll
       for (int o = G / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
       const int j = j0 + u * KPW + sub;
-      if (gl == 0 && j < L) s[j] = d;
+      if (gl == 0 && j < j_hi) s[j - j_lo] = d;
     }
   }
   __syncthreads();
-  // 3. softmax
+  // 3. softmax over the block's positions (none: m = -FLT_MAX, sum = 0)
+  const int n_loc = max(0, j_hi - j_lo);
   float m = -FLT_MAX;
-  for (int j = threadIdx.x; j < L; j += NT) m = fmaxf(m, s[j]);
+  for (int j = threadIdx.x; j < n_loc; j += NT) m = fmaxf(m, s[j]);
   m = block_max(m, red);
   float sum = 0.f;
-  for (int j = threadIdx.x; j < L; j += NT) {
+  for (int j = threadIdx.x; j < n_loc; j += NT) {
     const float p = expf(s[j] - m);
     s[j] = p;
     sum += p;
   }
   sum = block_sum(sum, red);  // its barriers also publish the probabilities
+  kstamp_at(&kslot, 3);
   // 4. values
   float acc[E];
 #pragma unroll
@@ -567,13 +665,13 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   auto accumulate = [&](int j0, const float (&vv)[kDecUnV][E]) {
 #pragma unroll
     for (int u = 0; u < kDecUnV; ++u) {
-      const float pj = j0 + u < L ? s[j0 + u] : 0.f;
+      const float pj = j0 + u < j_hi ? s[j0 + u - j_lo] : 0.f;
 #pragma unroll
       for (int e = 0; e < E; ++e) acc[e] = fmaf(pj, vv[u][e], acc[e]);
     }
   };
-  accumulate(warp * kDecUnV, v_first);
-  for (int j0 = (warp + kDecWarps) * kDecUnV; j0 < L; j0 += kDecWarps * kDecUnV) {
+  accumulate(j_lo + warp * kDecUnV, v_first);
+  for (int j0 = j_lo + (warp + kDecWarps) * kDecUnV; j0 < j_hi; j0 += kDecWarps * kDecUnV) {
     float vv[kDecUnV][E];
     load_values(j0, vv);
     own_value(j0, vv);
@@ -582,12 +680,47 @@ __global__ void __launch_bounds__(kDecWarps * 32)
 #pragma unroll
   for (int e = 0; e < E; ++e) part[warp][lane * E + e] = acc[e];
   __syncthreads();
-  const float inv = 1.f / sum;
-  for (int t = threadIdx.x; t < HD; t += NT) {
-    float a = 0.f;
+  if constexpr (C == 1) {
+    const float inv = 1.f / sum;
+    for (int t = threadIdx.x; t < HD; t += NT) {
+      float a = 0.f;
 #pragma unroll
-    for (int w = 0; w < kDecWarps; ++w) a += part[w][t];
-    out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(a * inv);
+      for (int w = 0; w < kDecWarps; ++w) a += part[w][t];
+      out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(a * inv);
+    }
+  } else {
+    // 5. the block's partial into part[0] (its unnormalized output), its max and sum beside it
+    for (int t = threadIdx.x; t < HD; t += NT) {
+      float a = 0.f;
+#pragma unroll
+      for (int w = 0; w < kDecWarps; ++w) a += part[w][t];
+      part[0][t] = a;
+    }
+    if (threadIdx.x == 0) {
+      blk_m = m;
+      blk_l = sum;
+    }
+    cluster_barrier();
+    constexpr int DPB = (HD + C - 1) / C;  // output dimensions combined per block
+    for (int t = r * DPB + threadIdx.x; t < min(HD, (r + 1) * DPB); t += NT) {
+      float mq[C], lq[C], M = -FLT_MAX;
+#pragma unroll
+      for (int q = 0; q < C; ++q) {
+        mq[q] = ld_cluster_shared(&blk_m, unsigned(q));
+        lq[q] = ld_cluster_shared(&blk_l, unsigned(q));
+        if (lq[q] > 0.f) M = fmaxf(M, mq[q]);
+      }
+      float num = 0.f, den = 0.f;
+#pragma unroll
+      for (int q = 0; q < C; ++q) {
+        if (!(lq[q] > 0.f)) continue;  // a block past the last position
+        const float f = expf(mq[q] - M);
+        num = fmaf(ld_cluster_shared(&part[0][t], unsigned(q)), f, num);
+        den = fmaf(lq[q], f, den);
+      }
+      out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(num / den);
+    }
+    cluster_barrier();  // the others may still read this block's shared memory
   }
   kstamp_at(&kslot, 4);
 }
@@ -872,28 +1005,83 @@ void attention(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_he
 }
 
 namespace {
+// Blocks per (head, row) of the shared-memory decode attention: -1 until first asked
+// (HCINFER_ATTN_SPLIT or the default), then 1, 2, 4 or 8.
+int g_attn_split = -1;
+}  // namespace
+
+void set_attention_split(int c) {
+  if (c != 1 && c != 2 && c != 4 && c != 8)
+    fail(HCI_ERR_INVALID_ARGUMENT, "decode attention split must be 1, 2, 4 or 8 blocks per head");
+  g_attn_split = c;
+}
+
+int attention_split() {
+  if (g_attn_split < 0) {
+    // clusters need sm_90; the default is one block per head (H100 W4 7B decode, prompt 128:
+    // 4 blocks cost 10%, prompt 1024: they gain 9%; results/decode-profile/README.md)
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess)
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    int c = 1;
+    if (const char* e = std::getenv("HCINFER_ATTN_SPLIT")) c = std::atoi(e);
+    if (major < 9) c = 1;
+    set_attention_split(c == 1 || c == 2 || c == 4 || c == 8 ? c : 4);
+  }
+  return g_attn_split;
+}
+
+namespace {
+int g_attn_kv_early = -1;  // -1 until first asked (HCINFER_ATTN_KV_EARLY or the default)
+}  // namespace
+
+void set_attention_kv_early(bool on) { g_attn_kv_early = on ? 1 : 0; }
+
+int attention_kv_early() {
+  if (g_attn_kv_early < 0) {  // on unless HCINFER_ATTN_KV_EARLY=0 (H100 W4 7B: 534.7 -> 540.5)
+    const char* e = std::getenv("HCINFER_ATTN_KV_EARLY");
+    g_attn_kv_early = e && e[0] == '0' ? 0 : 1;
+  }
+  return g_attn_kv_early;
+}
+
+namespace {
+
 template <typename KV, typename TO>
 void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv, int hd,
                         const float2* cs, const int* row_seq, const int* row_pos, void* kc,
                         void* vc, int n_ctx, void* out, int ldo, cudaStream_t s) {
-  const dim3 grid(n_heads, n);
   const float scale = float(1.0 / std::sqrt(double(hd)));
   KV* k = static_cast<KV*>(kc);
   KV* v = static_cast<KV*>(vc);
   TO* o = static_cast<TO*>(out);
   // scores in shared memory up to kAttnSmemCtx positions; beyond, the online-softmax kernel
   const bool smem = n_ctx <= kAttnSmemCtx;
-  const size_t sbytes = size_t(n_ctx) * sizeof(float);
+  const int split = smem ? attention_split() : 1;
+  const size_t sbytes = size_t(attn_positions_per_block(n_ctx, split)) * sizeof(float);
+  const dim3 grid(n_heads * split, n);
   const dim3 tb(smem ? kDecWarps * 32 : kAttnWarps * 32);
   auto go = [&](auto head_dim) {
     constexpr int HD = decltype(head_dim)::value;
-    if (smem)
-      launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, HD>, grid, tb, sbytes, s,
-               qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo,
-               next_stamp_tag());
-    else
+    auto clustered = [&](auto blocks) {
+      constexpr int C = decltype(blocks)::value;
+      launch_k_cluster("attention_decode", attention_decode_smem_kernel<KV, TO, HD, C>, grid, tb,
+                       sbytes, s, C, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx,
+                       scale, o, ldo, next_stamp_tag(), attention_kv_early());
+    };
+    if (!smem)
       launch_k("attention_decode", attention_decode_kernel<KV, TO, HD / 32>, grid, tb, 0, s, qkv,
                ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo);
+    else if (split == 1)
+      launch_k("attention_decode", attention_decode_smem_kernel<KV, TO, HD, 1>, grid, tb, sbytes,
+               s, qkv, ldq, n_heads, n_kv, cs, row_seq, row_pos, k, v, n_ctx, scale, o, ldo,
+               next_stamp_tag(), attention_kv_early());
+    else if (split == 2)
+      clustered(std::integral_constant<int, 2>{});
+    else if (split == 4)
+      clustered(std::integral_constant<int, 4>{});
+    else
+      clustered(std::integral_constant<int, 8>{});
   };
   switch (hd) {
     case 32: return go(std::integral_constant<int, 32>{});

@@ -189,6 +189,16 @@ void attention(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_he
 void attention_decode(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_heads,
                       int n_kv, int hd, const float2* cs, const int* row_seq, const int* row_pos,
                       void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s);
+// Blocks per (head, row) of decode attention up to 8192 cache positions (tuning and tests): 1, or
+// a cluster of 2, 4 or 8 blocks over contiguous ranges of positions (sm_90+). The default is 4 on
+// sm_90+ and 1 below; HCINFER_ATTN_SPLIT overrides it (ignored below sm_90). Process-wide.
+void set_attention_split(int c);
+int attention_split();
+// Decode attention loads its first round of cached keys and values before its PDL wait, from the
+// row's position as read then, and again after the wait where that read was stale (tuning and
+// tests; on by default, HCINFER_ATTN_KV_EARLY=0 turns it off). Process-wide.
+void set_attention_kv_early(bool on);
+int attention_kv_early();
 // h[i*ldh + j] = out_t(silu(gu[i*ldgu + j]) * gu[i*ldgu + dff + j]).
 void silu_mul(DType out_t, const float* gu, int ldgu, int dff, int n, void* h, int ldh,
               cudaStream_t s);
