@@ -478,6 +478,81 @@ __device__ __forceinline__ float ld_cluster_shared(const float* p, unsigned rank
 #endif
 }
 
+// Cache values as raw 32-bit words (16-byte and 8-byte read-only loads: cache rows are written
+// by earlier kernels, and a step's new row is never read back by the kernel that writes it) and
+// their floats: 8 consecutive values (fp16: 4 words, fp32: 8) and a lane's E values (fp16:
+// (E+1)/2 words, fp32: E).
+__device__ __forceinline__ void load_words8(const __half* p, uint32_t (&w)[4]) {
+  const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
+  w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w;
+}
+__device__ __forceinline__ void load_words8(const float* p, uint32_t (&w)[8]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(p)),
+               b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+  w[0] = __float_as_uint(a.x); w[1] = __float_as_uint(a.y);
+  w[2] = __float_as_uint(a.z); w[3] = __float_as_uint(a.w);
+  w[4] = __float_as_uint(b.x); w[5] = __float_as_uint(b.y);
+  w[6] = __float_as_uint(b.z); w[7] = __float_as_uint(b.w);
+}
+template <typename KV, int W>
+__device__ __forceinline__ void words_to_float8(const uint32_t (&w)[W], float (&f)[8]) {
+  if constexpr (std::is_same_v<KV, __half>) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 t = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      f[2 * i] = t.x;
+      f[2 * i + 1] = t.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[i] = __uint_as_float(w[i]);
+  }
+}
+template <int E, int W>
+__device__ __forceinline__ void load_wordsE(const __half* p, uint32_t (&w)[W]) {
+  if constexpr (E == 4) {
+    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+    w[0] = v.x;
+    w[1] = v.y;
+  } else if constexpr (E == 2) {
+    w[0] = __ldg(reinterpret_cast<const unsigned*>(p));
+  } else {
+    w[0] = __ldg(reinterpret_cast<const unsigned short*>(p));
+  }
+}
+template <int E, int W>
+__device__ __forceinline__ void load_wordsE(const float* p, uint32_t (&w)[W]) {
+  if constexpr (E == 4) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    w[0] = __float_as_uint(a.x); w[1] = __float_as_uint(a.y);
+    w[2] = __float_as_uint(a.z); w[3] = __float_as_uint(a.w);
+  } else if constexpr (E == 2) {
+    const float2 a = __ldg(reinterpret_cast<const float2*>(p));
+    w[0] = __float_as_uint(a.x);
+    w[1] = __float_as_uint(a.y);
+  } else {
+    w[0] = __float_as_uint(__ldg(p));
+  }
+}
+template <typename KV, int E, int W>
+__device__ __forceinline__ void words_to_floatE(const uint32_t (&w)[W], float (&f)[E]) {
+  if constexpr (std::is_same_v<KV, __half>) {
+    if constexpr (E == 1) {
+      f[0] = __half2float(__ushort_as_half(static_cast<unsigned short>(w[0])));
+    } else {
+#pragma unroll
+      for (int i = 0; i < E / 2; ++i) {
+        const float2 t = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < E; ++i) f[i] = __uint_as_float(w[i]);
+  }
+}
+
 template <typename KV, typename TO, int HD, int C>
 __global__ void __launch_bounds__(kDecWarps * 32)
     attention_decode_smem_kernel(const float* __restrict__ qkv, int ldq, int n_heads, int n_kv,
@@ -487,6 +562,14 @@ __global__ void __launch_bounds__(kDecWarps * 32)
                                  TO* __restrict__ out, int ldo, int tag, int kv_early) {
   constexpr int HALF = HD / 2, G = HD / 8, KPW = 32 / G, E = HD / 32, NT = kDecWarps * 32;
   static_assert(NT >= HD, "phase 1 takes one element pair per thread");
+  // Cache values stay in registers as raw 32-bit words until used (an fp16 row of 8 keys' values
+  // is 4 words, not 8 floats), so an fp16 cache takes twice the keys and values per round in the
+  // same registers: 256 positions per round at HD 128.
+  constexpr bool kHalf = std::is_same_v<KV, __half>;
+  constexpr int KW = kHalf ? 4 : 8;            // words of 8 key values
+  constexpr int VW = kHalf ? (E + 1) / 2 : E;  // words of a lane's E values
+  constexpr int UNS = kHalf ? 2 * kDecUnS : kDecUnS, UNV = kHalf ? 2 * kDecUnV : kDecUnV;
+  constexpr int KEYS_W = KPW * UNS;  // keys of a warp per round
   extern __shared__ float s[];  // [chunk] scores of the block's positions, then probabilities
   __shared__ float qs[HD], ks[HD], vs[HD];
   __shared__ float part[kDecWarps][HD];
@@ -527,55 +610,41 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   prefetch_kv_l2<KV, HD>(K, V, kvd, min(j_lo, pos), min(j_hi, pos));
   const int sub = lane / G, gl = lane % G;
   // Cached keys (in the layout of phase 2) and values (of phase 4) of the block's positions
-  // before pos; the rest are zero, and position pos comes from shared memory (`own`) once phase
-  // 1 has run.
-  auto load_keys = [&](int j0, float (&kf)[kDecUnS][8]) {
+  // before pos, as raw words; the rest are zero, and position pos comes from shared memory once
+  // phase 1 has run (where the words are used).
+  auto load_keys = [&](int j0, uint32_t (&kw)[UNS][KW]) {
 #pragma unroll
-    for (int u = 0; u < kDecUnS; ++u) {
+    for (int u = 0; u < UNS; ++u) {
       const int j = j0 + u * KPW + sub;
       if (j < pos && (C == 1 || j < j_hi)) {
-        load8(K + int64_t(j) * kvd + gl * 8, kf[u]);
+        load_words8(K + int64_t(j) * kvd + gl * 8, kw[u]);
       } else {
 #pragma unroll
-        for (int t = 0; t < 8; ++t) kf[u][t] = 0.f;
+        for (int t = 0; t < KW; ++t) kw[u][t] = 0u;
       }
     }
   };
-  auto own_key = [&](int j0, float (&kf)[kDecUnS][8]) {
+  auto load_values = [&](int j0, uint32_t (&vw)[UNV][VW]) {
 #pragma unroll
-    for (int u = 0; u < kDecUnS; ++u)
-      if (j0 + u * KPW + sub == pos && (C == 1 || pos < j_hi))
-#pragma unroll
-        for (int t = 0; t < 8; ++t) kf[u][t] = ks[gl * 8 + t];
-  };
-  auto load_values = [&](int j0, float (&vv)[kDecUnV][E]) {
-#pragma unroll
-    for (int u = 0; u < kDecUnV; ++u) {
+    for (int u = 0; u < UNV; ++u) {
       const int j = j0 + u;
       if (j < pos && (C == 1 || j < j_hi)) {
-        loadE<E>(V + int64_t(j) * kvd + lane * E, vv[u]);
+        load_wordsE<E>(V + int64_t(j) * kvd + lane * E, vw[u]);
       } else {
 #pragma unroll
-        for (int e = 0; e < E; ++e) vv[u][e] = 0.f;
+        for (int t = 0; t < VW; ++t) vw[u][t] = 0u;
       }
     }
-  };
-  auto own_value = [&](int j0, float (&vv)[kDecUnV][E]) {
-#pragma unroll
-    for (int u = 0; u < kDecUnV; ++u)
-      if (j0 + u == pos && (C == 1 || pos < j_hi))
-#pragma unroll
-        for (int e = 0; e < E; ++e) vv[u][e] = vs[lane * E + e];
   };
   // The first round of keys and values: with kv_early, loaded before the PDL wait from the
   // early reads (rows before pos are final, so the loads are right whenever those reads were;
   // each thread checks its own after the wait and loads again if not), their latency under the
   // q/k/v GEMV's tail; else after phase 1's loads of the new row, which then do not queue
   // behind them.
-  float k_first[kDecUnS][8], v_first[kDecUnV][E];
+  uint32_t k_first[UNS][KW], v_first[UNV][VW];
   if (kv_early) {
-    load_keys(j_lo + warp * KPW * kDecUnS, k_first);
-    load_values(j_lo + warp * kDecUnV, v_first);
+    load_keys(j_lo + warp * KEYS_W, k_first);
+    load_values(j_lo + warp * UNV, v_first);
   }
   pdl_wait();
   kstamp_at(&kslot, 1);
@@ -600,8 +669,8 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   }
   if (t0 < HD) vn = row[qd + kvd + kvh * HD + t0];
   if (!kv_early || moved) {
-    load_keys(j_lo + warp * KPW * kDecUnS, k_first);
-    load_values(j_lo + warp * kDecUnV, v_first);
+    load_keys(j_lo + warp * KEYS_W, k_first);
+    load_values(j_lo + warp * UNV, v_first);
   }
   if (t0 < HALF) {
     qs[t0] = (qa * cf.x - qb * cf.y) * scale;
@@ -617,30 +686,35 @@ __global__ void __launch_bounds__(kDecWarps * 32)
     vc[at] = from_float<KV>(vs[t0]);
   }
   kstamp_at(&kslot, 2);  // (timeline: "stage" = phase 1, "loop" = scores and softmax)
-  own_value(j_lo + warp * kDecUnV, v_first);
   // 2. scores
   float qr[8];
 #pragma unroll
   for (int t = 0; t < 8; ++t) qr[t] = qs[gl * 8 + t];
-  for (int j0 = j_lo + warp * KPW * kDecUnS; j0 < j_hi; j0 += kDecWarps * KPW * kDecUnS) {
-    float kf[kDecUnS][8];
-    if (j0 == j_lo + warp * KPW * kDecUnS) {
+  for (int j0 = j_lo + warp * KEYS_W; j0 < j_hi; j0 += kDecWarps * KEYS_W) {
+    uint32_t kw[UNS][KW];
+    if (j0 == j_lo + warp * KEYS_W) {
 #pragma unroll
-      for (int u = 0; u < kDecUnS; ++u)
+      for (int u = 0; u < UNS; ++u)
 #pragma unroll
-        for (int t = 0; t < 8; ++t) kf[u][t] = k_first[u][t];
+        for (int t = 0; t < KW; ++t) kw[u][t] = k_first[u][t];
     } else {
-      load_keys(j0, kf);
+      load_keys(j0, kw);
     }
-    own_key(j0, kf);
 #pragma unroll
-    for (int u = 0; u < kDecUnS; ++u) {
+    for (int u = 0; u < UNS; ++u) {
+      const int j = j0 + u * KPW + sub;
+      float kf[8];
+      if (j == pos) {
+#pragma unroll
+        for (int t = 0; t < 8; ++t) kf[t] = ks[gl * 8 + t];
+      } else {
+        words_to_float8<KV>(kw[u], kf);
+      }
       float d = 0.f;
 #pragma unroll
-      for (int t = 0; t < 8; ++t) d = fmaf(qr[t], kf[u][t], d);
+      for (int t = 0; t < 8; ++t) d = fmaf(qr[t], kf[t], d);
 #pragma unroll
       for (int o = G / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-      const int j = j0 + u * KPW + sub;
       if (gl == 0 && j < j_hi) s[j - j_lo] = d;
     }
   }
@@ -662,20 +736,27 @@ __global__ void __launch_bounds__(kDecWarps * 32)
   float acc[E];
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.f;
-  auto accumulate = [&](int j0, const float (&vv)[kDecUnV][E]) {
+  auto accumulate = [&](int j0, const uint32_t (&vw)[UNV][VW]) {
 #pragma unroll
-    for (int u = 0; u < kDecUnV; ++u) {
-      const float pj = j0 + u < j_hi ? s[j0 + u - j_lo] : 0.f;
+    for (int u = 0; u < UNV; ++u) {
+      const int j = j0 + u;
+      const float pj = j < j_hi ? s[j - j_lo] : 0.f;
+      float vf[E];
+      if (j == pos) {
 #pragma unroll
-      for (int e = 0; e < E; ++e) acc[e] = fmaf(pj, vv[u][e], acc[e]);
+        for (int e = 0; e < E; ++e) vf[e] = vs[lane * E + e];
+      } else {
+        words_to_floatE<KV, E>(vw[u], vf);
+      }
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[e] = fmaf(pj, vf[e], acc[e]);
     }
   };
-  accumulate(j_lo + warp * kDecUnV, v_first);
-  for (int j0 = j_lo + (warp + kDecWarps) * kDecUnV; j0 < j_hi; j0 += kDecWarps * kDecUnV) {
-    float vv[kDecUnV][E];
-    load_values(j0, vv);
-    own_value(j0, vv);
-    accumulate(j0, vv);
+  accumulate(j_lo + warp * UNV, v_first);
+  for (int j0 = j_lo + (warp + kDecWarps) * UNV; j0 < j_hi; j0 += kDecWarps * UNV) {
+    uint32_t vw[UNV][VW];
+    load_values(j0, vw);
+    accumulate(j0, vw);
   }
 #pragma unroll
   for (int e = 0; e < E; ++e) part[warp][lane * E + e] = acc[e];
