@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -242,6 +243,51 @@ TEST(decode_matches_prefill_and_graph_matches_eager) {
   CHECK(hci_gpu_n_past(g, 0) == 30);
   hci_gpu_model_free(g);
   hci_gpu_model_free(e);
+}
+
+TEST(long_context_decode_splits_attention) {
+  // From 1024 positions on, batch-1 decode runs attention over two blocks per head (a cluster,
+  // sm_90+, where the multiprocessors hold four blocks per head). Decoding across that point
+  // (positions 1020..1029: the graph of one block per head, then the graph of two) gives the
+  // logits of one block per head throughout (HCINFER_ATTN_SPLIT=1) within rounding, and the
+  // graphs give the eager steps' logits bit for bit.
+  hci_gpu_synth_params sp = hci_gpu_synth_default_params();
+  sp.seed = 7;
+  sp.bits = 4;
+  sp.group_size = 128;
+  hci_gpu_params p = params();
+  p.n_ctx = 1100;
+  auto toks = pseudo_tokens(1030, 1000, 3);
+  auto run = [&](bool graphs, std::vector<std::vector<float>>& out) {
+    hci_gpu_params q = p;
+    q.use_graphs = graphs ? 1 : 0;
+    hci_gpu_model* m = nullptr;
+    OK(hci_gpu_model_synthetic("test", &sp, &q, &m, err, sizeof err));
+    if (!m) return;
+    OK(hci_gpu_prefill(m, 0, toks.data(), 1020, nullptr, err, sizeof err));
+    out.assign(10, std::vector<float>(1000));
+    for (int i = 0; i < 10; ++i)
+      OK(hci_gpu_decode(m, &toks[size_t(1020 + i)], 1, out[size_t(i)].data(), err, sizeof err));
+    hci_gpu_model_free(m);
+  };
+  std::vector<std::vector<float>> graph, eager, one;
+  run(true, graph);
+  run(false, eager);
+  setenv("HCINFER_ATTN_SPLIT", "1", 1);
+  run(true, one);
+  unsetenv("HCINFER_ATTN_SPLIT");
+  CHECK(graph.size() == 10 && eager.size() == 10 && one.size() == 10);
+  if (graph.size() != 10 || one.size() != 10 || eager.size() != 10) return;
+  bool same = true;
+  double worst = 0;
+  for (int i = 0; i < 10; ++i) {
+    same = same && std::memcmp(graph[size_t(i)].data(), eager[size_t(i)].data(), 4000) == 0;
+    worst = std::max(worst, rel_l2(graph[size_t(i)], one[size_t(i)]));
+  }
+  std::printf("  decode past 1024 positions: against one block per head %.2e; graph == eager %d\n",
+              worst, int(same));
+  CHECK(same);
+  CHECK(worst < 1e-3);
 }
 
 TEST(batched_decode_matches_single_sequences) {

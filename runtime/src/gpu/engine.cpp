@@ -969,7 +969,7 @@ void GpuModel::run_block(int l, const uint8_t* base, int n) {
   if (decode_active_ && fuse_attn_) {
     attention_decode(kv_, dt_, qkv_.as<float>(), ldqkv, n, sh_.n_heads, sh_.n_kv_heads,
                      sh_.head_dim, rope_.as<float2>(), seq_d_, pos_d_, kc, vc, n_ctx_, att_.get(),
-                     qd, stream_);
+                     qd, stream_, attn_split_);
     mark(kProfAttn);
   } else {
     rope_store(kv_, qkv_.as<float>(), ldqkv, n, sh_.n_heads, sh_.n_kv_heads, sh_.head_dim,
@@ -1060,7 +1060,7 @@ void GpuModel::print_kernel_timeline(int nb, int prompt_len) {
   sync();
   bind_kernel_stamps(buf.as<KernelStamp>(), kCap);
   try {
-    launch_decode(nb, true);
+    launch_decode(nb, true, prompt_len + 1);
     sync();
   } catch (...) {
     bind_kernel_stamps(nullptr, 0);
@@ -1178,7 +1178,7 @@ void GpuModel::refresh_points() {
   const uint64_t last = last_set_version_;
   if (v != 0) last_set_version_ = v;
   for (auto it = graphs_.begin(); it != graphs_.end();) {
-    const uint64_t gv = it->first.first;
+    const uint64_t gv = std::get<0>(it->first);
     if (gv == 0 || gv == v || gv == last) {
       ++it;
       continue;
@@ -1191,13 +1191,27 @@ void GpuModel::refresh_points() {
   points_version_ = v;
 }
 
-void GpuModel::launch_decode(int nb, bool use_graph) {
+// A head's positions over two blocks (a cluster) from 1024 positions on, batch 1, where the
+// multiprocessors hold four blocks per head: H100 W4 Llama-2-7B, same call, one against two
+// blocks: prompt 128 543.7 / 525.9 tok/s, 1024 438.3 / 454.3, 3000 310.2 / 361.3, 6000 210.2 /
+// 274.5; Llama-3-8B at 1024 396.9 / 412.7; 16 SMs at 128 140.1 / 130.7; batch 4 at 1024 1159.5 /
+// 1090.0. HCINFER_ATTN_SPLIT fixes it for every step (the process-wide setting).
+int GpuModel::attention_split_for(int nb, int max_len) const {
+  if (std::getenv("HCINFER_ATTN_SPLIT")) return attention_split();
+  return nb == 1 && max_len >= 1024 && sm_count_ >= 4 * sh_.n_heads &&
+                 attention_split_supported()
+             ? 2
+             : 1;
+}
+
+void GpuModel::launch_decode(int nb, bool use_graph, int max_len) {
   refresh_points();
+  attn_split_ = attention_split_for(nb, max_len);
   if (!use_graph || n_off_ > 0) {
     decode_step(nb);
     return;
   }
-  const std::pair<uint64_t, int> key(points_version_, nb);
+  const std::tuple<uint64_t, int, int> key(points_version_, nb, attn_split_);
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {
     const auto t_capture = std::chrono::steady_clock::now();
@@ -1317,7 +1331,9 @@ void GpuModel::decode(const int32_t* tokens, int nb, float* logits_out) {
                                          std::to_string(n_ctx_) + " tokens)");
   }
   HCI_CUDA(cudaMemcpyAsync(tok_d_, tokens, size_t(nb) * 4, cudaMemcpyHostToDevice, stream_));
-  launch_decode(nb, use_graphs_);
+  int longest = 0;
+  for (int i = 0; i < nb; ++i) longest = std::max(longest, seq_len_[size_t(i)] + 1);
+  launch_decode(nb, use_graphs_, longest);
   if (logits_out)
     HCI_CUDA(cudaMemcpyAsync(logits_out, logits_.get(), size_t(nb) * sh_.vocab * 4,
                              cudaMemcpyDeviceToHost, stream_));
@@ -1341,7 +1357,7 @@ void GpuModel::generate_greedy(const int32_t* prompt, int n_prompt, int n_new, i
     out[i] = t;
     *n_out = i + 1;
     if (t == eos || i + 1 == n_new) break;
-    launch_decode(1, use_graphs_);  // reads tok_d_[0], writes the next argmax there
+    launch_decode(1, use_graphs_, seq_len_[0] + 1);  // reads tok_d_[0], writes the next argmax
     ++seq_len_[0];
   }
   sync();
@@ -1472,7 +1488,7 @@ void GpuModel::bench(const hci_gpu_bench_params& p, hci_gpu_bench_result* out) {
         // With the rank controller the host stays at most two steps ahead, so a change of its
         // point set reaches the GPU within two steps (the steps queued before it still run).
         if (controlled && t >= 2) HCI_CUDA(cudaEventSynchronize(ahead[t % 2]));
-        launch_decode(B, graph);
+        launch_decode(B, graph, p.prompt_len + t + 1);
         if (controlled) HCI_CUDA(cudaEventRecord(ahead[t % 2], stream_));
         if (n_off_) {
           sync();

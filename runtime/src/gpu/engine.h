@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -160,7 +161,11 @@ class GpuModel {
   void run_layers(int n);  // embed + blocks for n rows already described in the int buffers
   void lm_head(const void* xn, int n, float* logits);
   void decode_step(int nb);  // the graph body
-  void launch_decode(int nb, bool use_graph);
+  // One decode step of nb rows whose longest attends over max_len positions (its own included):
+  // eager or as the CUDA graph of (point set, nb, attention split).
+  void launch_decode(int nb, bool use_graph, int max_len);
+  // Blocks per head of decode attention for a step of nb rows over up to max_len positions.
+  int attention_split_for(int nb, int max_len) const;
   void upload_rows(const int32_t* tokens, int n, int seq, int pos0, const int32_t* targets);
   void sync();
   void set_seq_len(int seq, int len);
@@ -239,7 +244,8 @@ class GpuModel {
   // decode graphs by (point-set version, batch); kept: the current set's, the all-off set's
   // (version 0, for the controller's backbone measurements) and the last set with points on (it
   // returns after such a measurement), see refresh_points
-  std::map<std::pair<uint64_t, int>, cudaGraphExec_t> graphs_;
+  std::map<std::tuple<uint64_t, int, int>, cudaGraphExec_t> graphs_;  // (points, nb, split)
+  int attn_split_ = 1;  // decode attention's blocks per head in the step being issued
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,
   bool fuse_norm_ = true;     // RMSNorm epilogues of the residual GEMVs,
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention

@@ -1097,17 +1097,22 @@ void set_attention_split(int c) {
   g_attn_split = c;
 }
 
-int attention_split() {
-  if (g_attn_split < 0) {
-    // clusters need sm_90; the default is one block per head (H100 W4 7B decode, prompt 128:
-    // 4 blocks cost 10%, prompt 1024: they gain 9%; results/decode-profile/README.md)
+bool attention_split_supported() {
+  static const bool ok = [] {
     int dev = 0, major = 0;
     if (cudaGetDevice(&dev) == cudaSuccess)
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    return major >= 9;
+  }();
+  return ok;
+}
+
+int attention_split() {
+  if (g_attn_split < 0) {
     int c = 1;
     if (const char* e = std::getenv("HCINFER_ATTN_SPLIT")) c = std::atoi(e);
-    if (major < 9) c = 1;
-    set_attention_split(c == 1 || c == 2 || c == 4 || c == 8 ? c : 4);
+    if (!attention_split_supported()) c = 1;
+    set_attention_split(c == 1 || c == 2 || c == 4 || c == 8 ? c : 1);
   }
   return g_attn_split;
 }
@@ -1131,14 +1136,17 @@ namespace {
 template <typename KV, typename TO>
 void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv, int hd,
                         const float2* cs, const int* row_seq, const int* row_pos, void* kc,
-                        void* vc, int n_ctx, void* out, int ldo, cudaStream_t s) {
+                        void* vc, int n_ctx, void* out, int ldo, cudaStream_t s, int want) {
   const float scale = float(1.0 / std::sqrt(double(hd)));
   KV* k = static_cast<KV*>(kc);
   KV* v = static_cast<KV*>(vc);
   TO* o = static_cast<TO*>(out);
   // scores in shared memory up to kAttnSmemCtx positions; beyond, the online-softmax kernel
   const bool smem = n_ctx <= kAttnSmemCtx;
-  const int split = smem ? attention_split() : 1;
+  int split = want > 0 ? want : attention_split();
+  if (!smem || !attention_split_supported()) split = 1;
+  if (split != 1 && split != 2 && split != 4 && split != 8)
+    fail(HCI_ERR_INVALID_ARGUMENT, "decode attention split must be 1, 2, 4 or 8 blocks per head");
   const size_t sbytes = size_t(attn_positions_per_block(n_ctx, split)) * sizeof(float);
   const dim3 grid(n_heads * split, n);
   const dim3 tb(smem ? kDecWarps * 32 : kAttnWarps * 32);
@@ -1175,20 +1183,21 @@ void attention_decode_t(const float* qkv, int ldq, int n, int n_heads, int n_kv,
 
 void attention_decode(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_heads,
                       int n_kv, int hd, const float2* cs, const int* row_seq, const int* row_pos,
-                      void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s) {
+                      void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s,
+                      int split) {
   if (n <= 0) return;
   if (kv == DType::F16 && out_t == DType::F16)
     attention_decode_t<__half, __half>(qkv, ldq, n, n_heads, n_kv, hd, cs, row_seq, row_pos, kc,
-                                       vc, n_ctx, out, ldo, s);
+                                       vc, n_ctx, out, ldo, s, split);
   else if (kv == DType::F16)
     attention_decode_t<__half, __nv_bfloat16>(qkv, ldq, n, n_heads, n_kv, hd, cs, row_seq,
-                                              row_pos, kc, vc, n_ctx, out, ldo, s);
+                                              row_pos, kc, vc, n_ctx, out, ldo, s, split);
   else if (out_t == DType::F16)
     attention_decode_t<float, __half>(qkv, ldq, n, n_heads, n_kv, hd, cs, row_seq, row_pos, kc,
-                                      vc, n_ctx, out, ldo, s);
+                                      vc, n_ctx, out, ldo, s, split);
   else
     attention_decode_t<float, __nv_bfloat16>(qkv, ldq, n, n_heads, n_kv, hd, cs, row_seq,
-                                             row_pos, kc, vc, n_ctx, out, ldo, s);
+                                             row_pos, kc, vc, n_ctx, out, ldo, s, split);
 }
 
 void silu_mul(DType out_t, const float* gu, int ldgu, int dff, int n, void* h, int ldh,

@@ -186,14 +186,20 @@ void attention(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_he
 // row_seq[i] at position row_pos[i]; rows are distinct sequences) rotates its q heads and its
 // new k head with cs, writes the new k and v into the cache, and attends over cache positions
 // 0..pos-1 plus the new key (taken from registers, so no other block's write is awaited).
+// split: blocks per (head, row) for up to 8192 cache positions (1, 2, 4 or 8; 0: the
+// process-wide setting, attention_split()); below sm_90 always 1.
 void attention_decode(DType kv, DType out_t, const float* qkv, int ldq, int n, int n_heads,
                       int n_kv, int hd, const float2* cs, const int* row_seq, const int* row_pos,
-                      void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s);
-// Blocks per (head, row) of decode attention up to 8192 cache positions (tuning and tests): 1, or
-// a cluster of 2, 4 or 8 blocks over contiguous ranges of positions (sm_90+). The default is 4 on
-// sm_90+ and 1 below; HCINFER_ATTN_SPLIT overrides it (ignored below sm_90). Process-wide.
+                      void* kc, void* vc, int n_ctx, void* out, int ldo, cudaStream_t s,
+                      int split = 0);
+// Blocks per (head, row) of decode attention up to 8192 cache positions: 1, or a cluster of 2, 4
+// or 8 blocks over contiguous ranges of positions (sm_90+). The process-wide default for launches
+// that name none (tests, tuning): 1, or HCINFER_ATTN_SPLIT (ignored below sm_90). The engine picks
+// its own per decode step (GpuModel::attention_split_for).
 void set_attention_split(int c);
 int attention_split();
+// Whether the device supports the split (clusters: sm_90+).
+bool attention_split_supported();
 // Decode attention loads its first round of cached keys and values before its PDL wait, from the
 // row's position as read then, and again after the wait where that read was stale (tuning and
 // tests; on by default, HCINFER_ATTN_KV_EARLY=0 turns it off). Process-wide.
