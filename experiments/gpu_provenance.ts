@@ -17,6 +17,8 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_NORM_IN",
   "HCINFER_Q4_EARLY",
   "HCINFER_Q4_KSPLIT",
+  "HCINFER_ATTN_SPLIT",
+  "HCINFER_ATTN_KV_EARLY",
   "HCINFER_ISOLATE_WORKERS",
   "HCINFER_DECODE_POOL",
   // diagnostics (a few extra stores and prints per step)
