@@ -61,6 +61,7 @@ if(HCI_GPU_ENABLED)
     src/gpu/gemv.cu
     src/gpu/gemm.cu
     src/gpu/kernels.cu
+    src/gpu/decode_attention.cu
     src/gpu/comp_kernels.cu
     src/gpu/lowrank.cu
   )

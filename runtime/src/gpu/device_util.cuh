@@ -1,10 +1,12 @@
-// Device helpers shared by the kernels (kernels.cu, gemv.cu, gemm.cu, comp_kernels.cu): dtype
-// conversion, block-wide sums, asynchronous global-to-shared copies.
+// Device helpers shared by the kernels (kernels.cu, decode_attention.cu, gemv.cu, gemm.cu,
+// comp_kernels.cu): dtype conversion, cache loads, block-wide sums and maxima, asynchronous
+// global-to-shared copies.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cfloat>
 #include <cstdint>
 #include <type_traits>
 
@@ -42,6 +44,18 @@ __device__ __forceinline__ void to_float8(const uint4& v, float f[8], T) {
   }
 }
 
+// Loads 8 consecutive cache values as floats (fp16: one 16-byte load through the read-only path;
+// cache rows are written by earlier kernels, never read back by the kernel that writes them).
+__device__ __forceinline__ void load8(const __half* p, float f[8]) {
+  to_float8(__ldg(reinterpret_cast<const uint4*>(p)), f, __half());
+}
+__device__ __forceinline__ void load8(const float* p, float f[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(p);
+  const float4 b = *reinterpret_cast<const float4*>(p + 4);
+  f[0] = a.x; f[1] = a.y; f[2] = a.z; f[3] = a.w;
+  f[4] = b.x; f[5] = b.y; f[6] = b.z; f[7] = b.w;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -58,6 +72,23 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
   __syncthreads();
   float t = lane < nw ? sh[lane] : 0.f;
   return warp_sum(t);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide max for blockDim.x a multiple of 32 (<= 1024); every thread gets the result.
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : -FLT_MAX;
+  return warp_max(t);
 }
 
 // Asynchronous copies global -> shared (sm_80+), tracked per thread in commit groups.

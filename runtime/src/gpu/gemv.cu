@@ -1499,10 +1499,10 @@ int next_stamp_tag() { return g_stamp_tag++; }
 bool kernel_stamps_compiled() { return HCI_KERNEL_STAMPS != 0; }
 
 HCI_KERNEL_STAMPS_SETTER(bind_stamps_gemv)
-void bind_stamps_kernels(KernelStamp* buf, unsigned cap);  // kernels.cu
+void bind_stamps_attention(KernelStamp* buf, unsigned cap);  // decode_attention.cu
 void bind_kernel_stamps(KernelStamp* buf, unsigned cap) {  // each unit counts its own slots
   bind_stamps_gemv(buf, cap / 2);
-  bind_stamps_kernels(buf ? buf + cap / 2 : nullptr, cap - cap / 2);
+  bind_stamps_attention(buf ? buf + cap / 2 : nullptr, cap - cap / 2);
 }
 
 }  // namespace hci::gpu
