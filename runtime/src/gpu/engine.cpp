@@ -253,6 +253,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     // (HCINFER_Q4_KSPLIT=0: whole rows per warp).
     const char* ksplit = std::getenv("HCINFER_Q4_KSPLIT");
     q4_ksplit_ = !(ksplit && ksplit[0] == '0');
+    attn_split_fixed_ = std::getenv("HCINFER_ATTN_SPLIT") != nullptr;
   }
   if (p.controller_slowdown_pct < -1 || p.controller_slowdown_pct > 1000)
     fail(HCI_ERR_INVALID_ARGUMENT,
@@ -1197,7 +1198,7 @@ void GpuModel::refresh_points() {
 // 274.5; Llama-3-8B at 1024 396.9 / 412.7; 16 SMs at 128 140.1 / 130.7; batch 4 at 1024 1159.5 /
 // 1090.0. HCINFER_ATTN_SPLIT fixes it for every step (the process-wide setting).
 int GpuModel::attention_split_for(int nb, int max_len) const {
-  if (std::getenv("HCINFER_ATTN_SPLIT")) return attention_split();
+  if (attn_split_fixed_) return attention_split();
   return nb == 1 && max_len >= 1024 && sm_count_ >= 4 * sh_.n_heads &&
                  attention_split_supported()
              ? 2

@@ -241,11 +241,13 @@ class GpuModel {
   CompChannelDev chan_{};
   int exported_ = -1;  // point whose input a fused import already handed to the CPU (-1: none)
 
-  // decode graphs by (point-set version, batch); kept: the current set's, the all-off set's
+  // decode graphs by (point-set version, batch, attention split); kept: the current set's, the
+  // all-off set's
   // (version 0, for the controller's backbone measurements) and the last set with points on (it
   // returns after such a measurement), see refresh_points
   std::map<std::tuple<uint64_t, int, int>, cudaGraphExec_t> graphs_;  // (points, nb, split)
   int attn_split_ = 1;  // decode attention's blocks per head in the step being issued
+  bool attn_split_fixed_ = false;  // HCINFER_ATTN_SPLIT set: attention_split() for every step
   bool fuse_gate_up_ = true;  // HCINFER_FUSE=0 turns the decode fusions off: gate/up + SiLU,
   bool fuse_norm_ = true;     // RMSNorm epilogues of the residual GEMVs,
   bool fuse_attn_ = true;     // RoPE + KV store inside decode attention

@@ -17,24 +17,8 @@ namespace hci::gpu {
 
 bool pdl_enabled();
 
-template <typename... KArgs, typename... Args>
-inline void launch_k(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
-                     size_t smem, cudaStream_t s, Args&&... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 1 : 0;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
-  if (e != cudaSuccess) cuda_fail(e, name, __FILE__, __LINE__);
-}
-
-// launch_k with a cluster of `cluster_x` blocks along x (sm_90+; the grid's x a multiple of it).
+// launch_k with a cluster of `cluster_x` blocks along x (sm_90+; the grid's x a multiple of it;
+// 1: no cluster attribute).
 template <typename... KArgs, typename... Args>
 inline void launch_k_cluster(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
                              size_t smem, cudaStream_t s, unsigned cluster_x, Args&&... args) {
@@ -44,16 +28,27 @@ inline void launch_k_cluster(const char* name, void (*kernel)(KArgs...), dim3 gr
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster_x;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
+  unsigned n = 0;
+  if (pdl_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_x > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster_x;
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl_enabled() ? 2 : 1;
+  cfg.numAttrs = n;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (e != cudaSuccess) cuda_fail(e, name, __FILE__, __LINE__);
+}
+
+template <typename... KArgs, typename... Args>
+inline void launch_k(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                     size_t smem, cudaStream_t s, Args&&... args) {
+  launch_k_cluster(name, kernel, grid, block, smem, s, 1u, std::forward<Args>(args)...);
 }
 
 __device__ __forceinline__ void pdl_wait() {
