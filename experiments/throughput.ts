@@ -52,6 +52,11 @@ export const RunSchema = z.strictObject({
   budgetGiB: z.number().positive().nullable().default(null),
   /** Stream blocks that do not fit the budget from pinned host memory. */
   offload: z.boolean().default(true),
+  /**
+   * Prompt lengths of this run (default: the config's `promptLen`): decode against context
+   * length. Each length gets its own model instance, with a KV cache for that context.
+   */
+  promptLens: z.array(z.int().min(1)).min(1).optional(),
   /** Per-run overrides of the config's defaults (offloaded runs are slow: fewer tokens). */
   newTokens: z.int().min(1).optional(),
   repeats: z.int().min(1).optional(),
@@ -147,29 +152,43 @@ export interface ThroughputMetrics {
   device: string;
 }
 
-/** The points of a config: models × runs × batches, in that order (models are reused). */
+/**
+ * The points of a config: models × runs × prompt lengths × batches, in that order (models are
+ * reused).
+ */
 export function throughputPoints(config: ThroughputConfig): ThroughputPoint[] {
   const out: ThroughputPoint[] = [];
   for (const model of config.models) {
     for (const run of config.runs) {
-      for (const batch of run.batches) {
-        out.push({
-          model,
-          engine: run.engine,
-          format: run.engine === "hf" ? "fp16" : run.format,
-          batch,
-          budgetGiB: run.budgetGiB,
-          offload: run.offload,
-          promptLen: config.promptLen,
-          newTokens: run.newTokens ?? config.newTokens,
-          repeats: run.repeats ?? config.repeats,
-          useGraph: config.useGraph,
-          ...(config.gpuSms ? { gpuSms: config.gpuSms } : {}),
-        });
+      for (const promptLen of run.promptLens ?? [config.promptLen]) {
+        for (const batch of run.batches) {
+          out.push({
+            model,
+            engine: run.engine,
+            format: run.engine === "hf" ? "fp16" : run.format,
+            batch,
+            budgetGiB: run.budgetGiB,
+            offload: run.offload,
+            promptLen,
+            newTokens: run.newTokens ?? config.newTokens,
+            repeats: run.repeats ?? config.repeats,
+            useGraph: config.useGraph,
+            ...(config.gpuSms ? { gpuSms: config.gpuSms } : {}),
+          });
+        }
       }
     }
   }
   return out;
+}
+
+/**
+ * Positions of the KV cache of a point's model instance: its prompt and the most new tokens of
+ * any run, rounded up to 64 (the instances of points that differ only in batch are shared).
+ */
+export function contextFor(config: ThroughputConfig, p: ThroughputPoint): number {
+  const newTokens = Math.max(...config.runs.map((r) => r.newTokens ?? config.newTokens));
+  return Math.ceil((p.promptLen + newTokens) / 64) * 64;
 }
 
 /** bits and group size of a format (bits 0 = float). */
@@ -251,7 +270,7 @@ export async function openThroughput(
     Math.max(
       ...throughputPoints(config).filter((q) =>
         q.engine === "hcinfer" && q.model === p.model && q.format === p.format &&
-        q.budgetGiB === p.budgetGiB && q.offload === p.offload
+        q.budgetGiB === p.budgetGiB && q.offload === p.offload && q.promptLen === p.promptLen
       ).map((q) => q.batch),
     );
   const release = () => {
@@ -315,16 +334,13 @@ export async function openThroughput(
         });
       }
       const f = parseFormat(p.format);
-      const key = JSON.stringify([p.model, p.format, p.budgetGiB, p.offload]);
+      const key = JSON.stringify([p.model, p.format, p.budgetGiB, p.offload, p.promptLen]);
       if (current?.key !== key) {
         release();
         const options = {
           dtype: f.dtype,
           maxBatch: maxBatch(p),
-          nCtx: Math.ceil(
-            (p.promptLen + Math.max(...config.runs.map((r) => r.newTokens ?? config.newTokens))) /
-              64,
-          ) * 64,
+          nCtx: contextFor(config, p),
           memoryBudget: p.budgetGiB === null ? 0 : Math.round(p.budgetGiB * GiB),
           offload: p.offload,
           smLimit: p.gpuSms ?? 0,
@@ -437,6 +453,7 @@ const COLUMNS: Column<Rec>[] = [
       (v === null ? "-" : String(v)) + (v !== null && !r.point.offload ? " (no offload)" : ""),
   },
   { key: "point.batch", header: "batch", align: "right" },
+  { key: "point.promptLen", header: "prompt", align: "right" },
   { key: "metrics.decodeTokensPerS", header: "decode tok/s", format: num(1), align: "right" },
   { key: "metrics.decodeMsPerStep", header: "ms/step", format: num(3), align: "right" },
   { key: "metrics.rooflineTokensPerS", header: "roofline tok/s", format: num(1), align: "right" },
@@ -466,7 +483,8 @@ export function throughputSummary(records: Rec[]): string[] {
       r.point.batch === 1 && r.point.budgetGiB === null
     );
     const hf = find((r) =>
-      r.point.model === model && r.point.engine === "hf" && r.point.batch === 1
+      r.point.model === model && r.point.engine === "hf" && r.point.batch === 1 &&
+      r.point.promptLen === mine?.point.promptLen
     );
     if (mine && hf) {
       lines.push(
@@ -494,7 +512,7 @@ export function throughputSummary(records: Rec[]): string[] {
       const packed = find((r) =>
         r.point.model === model && r.point.budgetGiB === off.point.budgetGiB &&
         r.point.format !== off.point.format && r.point.batch === off.point.batch &&
-        (r.metrics.offloadedLayers ?? 0) === 0
+        r.point.promptLen === off.point.promptLen && (r.metrics.offloadedLayers ?? 0) === 0
       );
       if (packed) {
         lines.push(
@@ -536,9 +554,11 @@ export function throughputSummary(records: Rec[]): string[] {
 
 /** The Markdown report. */
 export function throughputTables(records: Rec[]): string {
-  const p = records[0]?.point;
-  const head = p
-    ? `### Decode throughput (prompt ${p.promptLen}, CUDA-graph decode, median of repeats)\n\n`
+  const prompts = [...new Set(records.map((r) => r.point.promptLen))];
+  const head = records.length
+    ? `### Decode throughput (prompt ${
+      prompts.length === 1 ? prompts[0] : "per row"
+    }, CUDA-graph decode, median of repeats)\n\n`
     : "";
   return head + toMarkdown(records, COLUMNS) + "\n" +
     throughputSummary(records).map((l) => `- ${l}`).join("\n") + "\n";
@@ -553,10 +573,13 @@ export async function writeThroughputReport(records: Rec[], outDir: string): Pro
 /** Decode tokens/s against batch per (model, engine, format, budget), with the rooflines. */
 export function throughputFigures(records: Rec[]): Promise<NamedFigure[]> {
   const ok = records.filter((r) => r.metrics.status === "ok");
+  const manyPrompts = new Set(ok.map((r) => r.point.promptLen)).size > 1;
+  const groupName = (r: Rec) =>
+    `${r.point.model} ${r.point.engine} ${r.point.format}` +
+    (r.point.budgetGiB === null ? "" : ` ${r.point.budgetGiB} GiB`);
   const groups = new Map<string, Rec[]>();
   for (const r of ok) {
-    const k = `${r.point.model} ${r.point.engine} ${r.point.format}` +
-      (r.point.budgetGiB === null ? "" : ` ${r.point.budgetGiB} GiB`);
+    const k = groupName(r) + (manyPrompts ? ` prompt ${r.point.promptLen}` : "");
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const series = [];
@@ -583,7 +606,33 @@ export function throughputFigures(records: Rec[]): Promise<NamedFigure[]> {
     logY: true,
     series,
   });
-  return Promise.resolve([{ name: "throughput", figure }]);
+  const figures: NamedFigure[] = [{ name: "throughput", figure }];
+  if (manyPrompts) { // batch-1 decode against context length, one line per format
+    const byFormat = new Map<string, Rec[]>();
+    for (const r of ok.filter((r) => r.point.batch === 1)) {
+      byFormat.set(groupName(r), [...(byFormat.get(groupName(r)) ?? []), r]);
+    }
+    const context = [...byFormat].filter(([, rs]) => rs.length > 1).map(([name, rs]) => {
+      rs.sort((a, b) => a.point.promptLen - b.point.promptLen);
+      return {
+        name,
+        x: rs.map((r) => r.point.promptLen),
+        y: rs.map((r) => r.metrics.decodeTokensPerS),
+      };
+    });
+    if (context.length) {
+      figures.push({
+        name: "throughput-context",
+        figure: lineFigure({
+          title: "Batch-1 decode throughput vs prompt length",
+          xTitle: "prompt tokens (decode continues from there)",
+          yTitle: "tokens/s",
+          series: context,
+        }),
+      });
+    }
+  }
+  return Promise.resolve(figures);
 }
 
 /** The experiment's declaration. */
@@ -594,7 +643,7 @@ export const throughput: Experiment<ThroughputConfig, ThroughputPoint, Throughpu
   points: throughputPoints,
   open: openThroughput,
   describePoint: (p) =>
-    `${p.model} ${p.engine} ${p.format} batch ${p.batch}` +
+    `${p.model} ${p.engine} ${p.format} batch ${p.batch} prompt ${p.promptLen}` +
     (p.budgetGiB === null ? "" : ` budget ${p.budgetGiB} GiB`),
   tables: throughputTables,
   writeReport: writeThroughputReport,

@@ -2,13 +2,16 @@ import assert from "node:assert/strict";
 import { readBundledConfig } from "./config_file.ts";
 import { ConfigError, parseConfig } from "./schema.ts";
 import {
+  contextFor,
   parseFormat,
   type ThroughputConfig,
   ThroughputConfigSchema,
+  throughputFigures,
   type ThroughputMetrics,
   type ThroughputPoint,
   throughputPoints,
   throughputSummary,
+  throughputTables,
 } from "./throughput.ts";
 import type { SweepRecord } from "./runner.ts";
 
@@ -16,7 +19,14 @@ const bundled = (name: string): Promise<ThroughputConfig> =>
   readBundledConfig(ThroughputConfigSchema, name);
 
 Deno.test("the bundled throughput configs parse; the H100 one has the issue's points", async () => {
-  for (const name of ["throughput_h100.json", "throughput_quick.json", "throughput_packed.json"]) {
+  for (
+    const name of [
+      "throughput_h100.json",
+      "throughput_quick.json",
+      "throughput_packed.json",
+      "throughput_context.json",
+    ]
+  ) {
     assert.ok(throughputPoints(await bundled(name)).length > 0, name);
   }
   const points = throughputPoints(await bundled("throughput_h100.json"));
@@ -76,4 +86,55 @@ Deno.test("throughputSummary names the SM partition the bandwidth was measured o
   assert.match(last, /HBM 1155 GB\/s/);
   const whole = throughputSummary([{ ...rec, point: { ...point, gpuSms: undefined } }]).at(-1)!;
   assert.doesNotMatch(whole, /restricted/);
+});
+
+Deno.test("promptLens: points per prompt length, a KV cache sized for each, a figure against it", async () => {
+  const config = ThroughputConfigSchema.parse({
+    models: ["synthetic:llama-2-7b"],
+    runs: [
+      { format: "w4g128", batches: [1, 4], promptLens: [128, 3000] },
+      { format: "fp16", newTokens: 16 },
+    ],
+    newTokens: 64,
+  });
+  const points = throughputPoints(config);
+  assert.deepEqual(points.map((p) => [p.format, p.promptLen, p.batch]), [
+    ["w4g128", 128, 1],
+    ["w4g128", 128, 4],
+    ["w4g128", 3000, 1],
+    ["w4g128", 3000, 4],
+    ["fp16", 128, 1],
+  ]);
+  // the cache holds the prompt and the most new tokens of any run, in steps of 64
+  assert.deepEqual(points.map((p) => contextFor(config, p)), [192, 192, 3072, 3072, 192]);
+  assert.throws(() => ThroughputConfigSchema.parse({ models: ["m"], runs: [{ promptLens: [] }] }));
+  const rec = (p: ThroughputPoint, tps: number) =>
+    ({
+      point: p,
+      metrics: {
+        status: "ok",
+        decodeTokensPerS: tps,
+        rooflineTokensPerS: 800,
+        hbmGbps: 3019,
+        hbmReadGbps: 3058,
+        h2dGbps: 54.9,
+        device: "NVIDIA H100 80GB HBM3",
+      },
+    }) as unknown as SweepRecord<ThroughputPoint, ThroughputMetrics>;
+  const records = [
+    rec(points[0], 545),
+    rec(points[1], 1500),
+    rec(points[2], 362),
+    rec(points[4], 199),
+  ];
+  assert.match(throughputTables(records), /prompt per row/);
+  assert.match(throughputTables(records.slice(0, 2)), /\(prompt 128,/);
+  const figures = await throughputFigures(records);
+  assert.deepEqual(figures.map((f) => f.name), ["throughput", "throughput-context"]);
+  const ctx = JSON.stringify(figures[1].figure);
+  assert.match(ctx, /synthetic:llama-2-7b hcinfer w4g128/);
+  assert.doesNotMatch(ctx, /fp16/, "one prompt length: no line against context");
+  assert.deepEqual((await throughputFigures(records.slice(0, 2))).map((f) => f.name), [
+    "throughput",
+  ]);
 });
