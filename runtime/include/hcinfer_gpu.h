@@ -346,7 +346,8 @@ typedef struct hci_gpu_comp_stats {
   int32_t rank_controller;  // 1 when the run-time controller chooses the ranks
   int64_t steps;            // decode steps served by the CPU since the last reset
   double cpu_busy_ms;       // decode: CPU time computing corrections (serving thread, from x
-                            // received to correction published), summed over steps
+                            // received to correction published, and the workers' prefetch of
+                            // the next points' factors between hand-offs), summed over steps
   double gpu_wait_ms;       // decode: time the GPU spent waiting for corrections (measured on
                             // the GPU with its global timer), summed over steps
   int64_t bytes_to_host;    // decode: activation bytes the GPU handed to the CPU, summed

@@ -103,12 +103,14 @@ void pass_end(FakeChannel& ch, uint32_t pass, int64_t step_ns, bool decode, Comp
 }  // namespace
 
 TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
-  for (int decode_threads : {1, 2}) {
+  for (int decode_threads : {1, 2})
+  for (int prefetch : {0, 1, 3}) {
   // A separate set of points with the same seeds gives the reference.
   const std::vector<ServedPoint> ref = tiny_points(FactorType::BF16, 8);
   CompServerConfig cfg;
   cfg.threads = 3;
   cfg.decode_threads = decode_threads;  // decode rows on a pool of 1 or 2, prefill rows on all 3
+  cfg.prefetch_points = prefetch;       // between hand-offs: off, the next point, all (wrapping)
   cfg.rows_max = 40;
   cfg.level = best_simd_level();
   FakeChannel fc(40, 64, 128, 2);

@@ -4,9 +4,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -15,6 +17,7 @@
 #include "hetero/comp_point.h"
 #include "hetero/handoff.h"
 #include "hetero/worker_pool.h"
+#include "safetensors.h"  // bf16_to_f32
 #include "test_util.h"
 
 using namespace hci;
@@ -181,6 +184,52 @@ TEST(tiled_b_matches_the_factors_given) {
         std::printf("  %s, %d threads: worst %.2e\n", simd_level_name(level), threads, worst);
       CHECK(worst < 1e-5);
     }
+}
+
+TEST(worker_ranges_are_exactly_the_factors_a_product_reads) {
+  // Factors beyond the ranks in use are NaN, those in use finite: the workers' ranges must hold no
+  // NaN, not overlap, and add up to bytes_read(ranks), i.e. be exactly the factors in use. Shapes
+  // with a narrow last B tile, a layer at rank 0, and more workers than some layers have tiles.
+  const int d_in = 200, dout[3] = {150, 20, 64}, rmax[3] = {7, 3, 5};
+  CompPoint p(d_in, {150, 20, 64}, {7, 3, 5}, FactorType::BF16);
+  const int ranks[3] = {4, 0, 5};
+  for (int j = 0; j < 3; ++j) {
+    auto A = testutil::random_vec(size_t(rmax[j] * d_in), 61 + j);
+    auto B = testutil::random_vec(size_t(dout[j] * rmax[j]), 71 + j);
+    for (int k = ranks[j]; k < rmax[j]; ++k) {
+      for (int c = 0; c < d_in; ++c) A[size_t(k * d_in + c)] = NAN;
+      for (int i = 0; i < dout[j]; ++i) B[size_t(i * rmax[j] + k)] = NAN;
+    }
+    p.set_factors(j, A.data(), B.data());
+  }
+  for (int W : {1, 3, 7}) {
+    std::vector<std::pair<const uint8_t*, int64_t>> all;
+    int64_t nan_elems = 0;
+    for (int w = 0; w < W; ++w)
+      CHECK(p.worker_ranges(ranks, w, W, [&](const uint8_t* r, int64_t bytes) {
+        all.emplace_back(r, bytes);
+        for (int64_t o = 0; o + 1 < bytes; o += 2) {
+          uint16_t h;
+          std::memcpy(&h, r + o, 2);
+          nan_elems += std::isnan(bf16_to_f32(h)) ? 1 : 0;
+        }
+        return true;
+      }));
+    std::sort(all.begin(), all.end());
+    int64_t total = 0;
+    bool overlap = false;
+    for (size_t i = 0; i < all.size(); ++i) {
+      total += all[i].second;
+      if (i + 1 < all.size()) overlap = overlap || all[i].first + all[i].second > all[i + 1].first;
+    }
+    CHECK(nan_elems == 0);
+    CHECK(!overlap);
+    CHECK(total == p.bytes_read(ranks));
+  }
+  // a visitor's false stops the walk
+  int calls = 0;
+  CHECK(!p.worker_ranges(ranks, 0, 1, [&](const uint8_t*, int64_t) { return ++calls < 3; }));
+  CHECK(calls == 3);
 }
 
 TEST(bf16_storage_rounds_to_nearest) {

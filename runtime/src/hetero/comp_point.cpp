@@ -278,8 +278,8 @@ CompPoint::CompPoint(int d_in, std::vector<int> d_out, std::vector<int> r_max, F
     b_off_.push_back(b_bytes);
     b_bytes += int64_t(d_out_[j]) * r_max_[j] * elem_;
   }
-  a_.assign(size_t(total_rank_) * size_t(d_in_) * size_t(elem_), 0);
-  b_.assign(size_t(b_bytes), 0);
+  a_.assign(size_t(total_rank_) * size_t(d_in_) * size_t(elem_));
+  b_.assign(size_t(b_bytes));
 }
 
 void CompPoint::set_factors(int j, const float* A, const float* B) {
@@ -339,7 +339,7 @@ int64_t CompPoint::bytes_read(const int* ranks) const {
 void CompPoint::fill_random(uint64_t seed, float stddev, WorkerPool& pool) {
   // uniform on [-a, a] has standard deviation a / sqrt(3)
   const float a = stddev * 1.7320508f;
-  auto fill = [&](std::vector<uint8_t>& buf, uint64_t salt, int w) {
+  auto fill = [&](HostBytes& buf, uint64_t salt, int w) {
     const int64_t count = int64_t(buf.size()) / elem_;
     int64_t begin, end;
     slice(count, pool.size(), w, begin, end);
@@ -469,36 +469,25 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
   // in registers while they stream.
   const TileFn tile_fn = pick_tile(type_, level);
   const Axpy axpy = pick_axpy(type_, level);
-  int64_t tiles = 0;
-  for (int j = 0; j < L; ++j) tiles += ranks[j] > 0 ? (d_out_[size_t(j)] + kBTile - 1) / kBTile : 0;
   auto phase2 = [&](int w, const float* t) {
-    int64_t begin, end;
-    slice(tiles, W, w, begin, end);
-    int64_t base = 0;
-    for (int j = 0; j < L && base < end; ++j) {
-      const int dout = d_out_[size_t(j)], r = r_max_[size_t(j)], rk = ranks[j];
-      const int64_t nt = rk > 0 ? (dout + kBTile - 1) / kBTile : 0;
-      const int64_t t0 = std::max(begin, base) - base, t1 = std::min(end, base + nt) - base;
-      base += nt;
-      for (int64_t ti = t0; ti < t1; ++ti) {
-        const int c0 = int(ti) * kBTile, wt = std::min(kBTile, dout - c0);
-        const uint8_t* tile = b_.data() + b_off_[size_t(j)] + size_t(c0) * size_t(r) * size_t(elem_);
-        for (int b = 0; b < n; ++b) {
-          const float* tb = t + size_t(b) * size_t(T) + size_t(row0_[size_t(j)]);
-          // tagged output: the tile in a local buffer, then packed (one 8-byte store a word)
-          alignas(64) float local[kBTile];
-          float* yb = yt ? local : y[j] + size_t(b) * size_t(dout) + size_t(c0);
-          if (!accumulate) std::memset(yb, 0, size_t(wt) * 4);
-          if (wt == kBTile) {
-            tile_fn(tile, tb, rk, yb);
-          } else {
-            for (int k = 0; k < rk; ++k)
-              axpy(tile + size_t(k) * size_t(wt) * size_t(elem_), tb[k], yb, wt);
-          }
-          if (yt) tagged_pack(local, yt[j] + size_t(b) * size_t(dout) + size_t(c0), wt, seq, level);
+    worker_tiles(ranks, w, W, [&](int j, int c0, int wt, const uint8_t* tile) {
+      const int dout = d_out_[size_t(j)], rk = ranks[j];
+      for (int b = 0; b < n; ++b) {
+        const float* tb = t + size_t(b) * size_t(T) + size_t(row0_[size_t(j)]);
+        // tagged output: the tile in a local buffer, then packed (one 8-byte store a word)
+        alignas(64) float local[kBTile];
+        float* yb = yt ? local : y[j] + size_t(b) * size_t(dout) + size_t(c0);
+        if (!accumulate) std::memset(yb, 0, size_t(wt) * 4);
+        if (wt == kBTile) {
+          tile_fn(tile, tb, rk, yb);
+        } else {
+          for (int k = 0; k < rk; ++k)
+            axpy(tile + size_t(k) * size_t(wt) * size_t(elem_), tb[k], yb, wt);
         }
+        if (yt) tagged_pack(local, yt[j] + size_t(b) * size_t(dout) + size_t(c0), wt, seq, level);
       }
-    }
+      return true;
+    });
   };
   // One parallel section: the prologue, the A pass and the B pass, separated by a spinning
   // barrier (a fork-join per phase cost ~0.5 us each at 8 workers).
@@ -521,6 +510,44 @@ void CompPoint::run(const int* ranks, const float* x, int n, float* const* y,
     phase1(w);
     bar.wait();
     phase2(w, t);
+  });
+}
+
+bool CompPoint::worker_tiles(const int* ranks, int w, int W, const TileVisitor& fn) const {
+  const int L = layers();
+  int64_t tiles = 0;
+  for (int j = 0; j < L; ++j) tiles += ranks[j] > 0 ? (d_out_[size_t(j)] + kBTile - 1) / kBTile : 0;
+  int64_t begin, end;
+  slice(tiles, W, w, begin, end);
+  int64_t base = 0;
+  for (int j = 0; j < L && base < end; ++j) {
+    const int dout = d_out_[size_t(j)], r = r_max_[size_t(j)];
+    const int64_t nt = ranks[j] > 0 ? (dout + kBTile - 1) / kBTile : 0;
+    const int64_t t0 = std::max(begin, base) - base, t1 = std::min(end, base + nt) - base;
+    base += nt;
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const int c0 = int(ti) * kBTile, wt = std::min(kBTile, dout - c0);
+      const uint8_t* tile = b_.data() + b_off_[size_t(j)] + size_t(c0) * size_t(r) * size_t(elem_);
+      if (!fn(j, c0, wt, tile)) return false;
+    }
+  }
+  return true;
+}
+
+bool CompPoint::worker_ranges(const int* ranks, int w, int W, const RangeVisitor& visit) const {
+  int c0, c1;
+  input_columns(d_in_, w, W, &c0, &c1);
+  if (c1 > c0)
+    for (int j = 0; j < layers(); ++j)
+      for (int k = 0; k < ranks[j]; ++k) {
+        const size_t row = size_t(row0_[size_t(j)] + k);
+        if (!visit(a_.data() + (row * size_t(d_in_) + size_t(c0)) * size_t(elem_),
+                   int64_t(c1 - c0) * elem_))
+          return false;
+      }
+  // a tile's rows k < rank are one contiguous block (rows of `width` elements)
+  return worker_tiles(ranks, w, W, [&](int j, int, int wt, const uint8_t* tile) {
+    return visit(tile, int64_t(ranks[j]) * wt * elem_);
   });
 }
 

@@ -21,6 +21,7 @@
 #include <functional>
 #include <vector>
 
+#include "hetero/host_bytes.h"
 #include "hetero/worker_pool.h"
 
 namespace hci {
@@ -75,6 +76,14 @@ class CompPoint {
   // but the last).
   static void input_columns(int d_in, int w, int W, int* c0, int* c1);
 
+  // The factors worker w of W reads in a column-split product (apply_tagged with t_part) at
+  // these ranks, as contiguous byte ranges in reading order: its columns input_columns(w) of every
+  // active A row, then the active rows of its B tiles. visit(range, bytes) returns false to stop
+  // early; the function returns false then. For prefetching a point's factors into the cache of
+  // the worker that will read them, before the point's input arrives.
+  using RangeVisitor = std::function<bool(const uint8_t* range, int64_t bytes)>;
+  bool worker_ranges(const int* ranks, int w, int W, const RangeVisitor& visit) const;
+
   // Float64 reference of apply() from the stored (rounded) factors, single-threaded.
   void apply_reference(const int* ranks, const float* x, int n, double* const* y) const;
 
@@ -93,6 +102,10 @@ class CompPoint {
   float a_at(int64_t row, int col) const;
   float b_at(int j, int row, int col) const;
   int64_t b_index(int j, int row, int col) const;  // element of B_j[row, col] in its storage
+  // fn(j, c0, width, tile) for each active B tile of worker w of W in the B pass (the active
+  // layers' column tiles split in W equal slices), in order; fn returns false to stop.
+  using TileVisitor = std::function<bool(int j, int c0, int width, const uint8_t* tile)>;
+  bool worker_tiles(const int* ranks, int w, int W, const TileVisitor& fn) const;
   // apply (y) or apply_tagged (yt, seq)
   void run(const int* ranks, const float* x, int n, float* const* y, uint64_t* const* yt,
            uint32_t seq, float* t, WorkerPool& pool, SimdLevel level, bool accumulate,
@@ -104,7 +117,7 @@ class CompPoint {
   int total_rank_ = 0;
   FactorType type_;
   int elem_ = 4;  // bytes per stored element
-  std::vector<uint8_t> a_, b_;  // 64-byte aligned in practice through vector growth; see cpp
+  HostBytes a_, b_;  // A_cat and the tiled Bᵀ_j (host_bytes.h: aligned, huge pages advised)
 };
 
 }  // namespace hci

@@ -89,6 +89,8 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   const char* dp = std::getenv("HCINFER_DECODE_POOL");  // auto (default), small, large
   decode_pool_mode_ = dp && std::strcmp(dp, "small") == 0 ? 1 : dp && std::strcmp(dp, "large") == 0 ? 2 : 0;
   large_decode_ = decode_pool_mode_ == 2;
+  const char* pf = std::getenv("HCINFER_PREFETCH");  // points to prefetch (0: off)
+  prefetch_points_ = pf && *pf ? std::atoi(pf) : cfg_.prefetch_points;
   const char* st = std::getenv("HCINFER_SERVE_TRACE");
   serve_trace_ = st && st[0] == '1';
   thread_ = std::thread([this] { loop(); });
@@ -185,7 +187,63 @@ void CompServer::loop() {
       serve(ll_seq(h), ll_word(h));
       last_seq = ll_seq(h);
     }
+    // Idle until the next hand-off: the next points' factors into the workers' caches, so that
+    // their products read them there (the reads move from the critical path into the GPU's time
+    // on other points). Interrupted by a hand-off or a pass end (taken up again after it).
+    if (prefetch_from_ >= 0 && prefetch_after(prefetch_from_, last_seq, last_pass))
+      prefetch_from_ = -1;
   }
+}
+
+bool CompServer::prefetch_after(int point, uint32_t seq, uint32_t pass) {
+  const int P = n_points();
+  const int ahead = std::min(prefetch_points_, 4);
+  if (ahead <= 0) return true;
+  int next[4], cnt = 0;
+  int ranks[4][16];
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int s = 1, q = point; s <= P && cnt < ahead; ++s) {
+      q = (point + s) % P;
+      if (!on_[size_t(q)]) continue;
+      const std::vector<int>& r = ranks_[size_t(q)];
+      for (size_t j = 0; j < r.size() && j < 16; ++j) ranks[cnt][j] = r[j];
+      next[cnt++] = q;
+    }
+  }
+  // the pool serve() picks for a decode hand-off
+  WorkerPool& pool = decode_pool_ && !large_decode_ ? *decode_pool_ : *pool_;
+  const std::atomic<uint64_t>& head = *ll_at(&ch_.hdr->head[0]);
+  const auto& passes = ch_.hdr->passes;
+  auto interrupted = [&] {
+    return ll_seq(head.load(std::memory_order_acquire)) != seq ||
+           passes.load(std::memory_order_acquire) != pass || stop_.load(std::memory_order_relaxed);
+  };
+  const int64_t t0 = now_ns();
+  std::atomic<bool> cut{false};
+  pool.run([&](int w) {
+    const int W = pool.size();
+    for (int i = 0; i < cnt; ++i) {
+      const bool all = points_[size_t(next[i])].cp->worker_ranges(
+          ranks[i], w, W, [&](const uint8_t* range, int64_t bytes) {
+            // a hint per cache line (into L2); a look at HEAD every 2 KiB
+            for (int64_t o = 0; o < bytes; o += 64) {
+              if ((o & 2047) == 0 && interrupted()) return false;
+              __builtin_prefetch(range + o, 0, 2);
+            }
+            __builtin_prefetch(range + bytes - 1, 0, 2);
+            return true;
+          });
+      if (!all) {
+        cut.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+  });
+  std::lock_guard<std::mutex> lock(mu_);
+  st_.cpu_busy_ns += double(now_ns() - t0);  // the workers' time, as a product's span is
+  st_.prefetch_ns += double(now_ns() - t0);
+  return !cut.load();
 }
 
 void CompServer::take_x(const ServedPoint& sp, int n, uint32_t seq, bool norm, int w, int W,
@@ -321,6 +379,7 @@ void CompServer::serve(uint32_t seq, uint32_t point) {
   }
   last_done_ns_ = t_done;
 
+  prefetch_from_ = prefill || n > kSplitRows ? -1 : p;
   std::lock_guard<std::mutex> lock(mu_);
   span_ns_[size_t(p)] = span;
   rows_[size_t(p)] = n;

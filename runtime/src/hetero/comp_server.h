@@ -16,6 +16,12 @@
 // own clock, from the CPU's DONE word); the server reads point p's figure once point p+1 has been
 // handed over (by then the GPU has written it), for the statistics and the controller.
 //
+// Between decode hand-offs the workers prefetch the next points' factors (prefetch_points, the
+// parts each worker reads: CompPoint::worker_ranges) into their L2 caches, until the next
+// hand-off or pass end shows up; a point's product then reads from cache what the idle time
+// brought in, so the CPU's reads move off the critical path into the GPU's time on other points.
+// The factors' storage is advised for huge pages (host_bytes.h).
+//
 // Rank controller (cpu-async decode passes only), two parts:
 //  - Ranks within a point: each point has a level in [0, 1] and uses the rank prefix
 //    round(level · r_max_j) of each of its layers (factors are ordered by singular value, so a
@@ -119,6 +125,10 @@ struct CompServerConfig {
   int recalib_passes = 128;     // controller: decode passes between backbone measurements
   bool isolate = false;     // keep the process's other threads off the workers' cores
                             // (WorkerPool::set_isolate; needs first_core >= 0)
+  // After a decode hand-off, until the next one (or a pass end) shows up, the workers pull the
+  // next this many points' factors into their caches (the parts each will read); 0: off.
+  // HCINFER_PREFETCH=N overrides it.
+  int prefetch_points = 1;
 };
 
 // Sums since the last reset (decode passes unless said otherwise; the GPU marks prefill passes in
@@ -130,6 +140,7 @@ struct CompServerStats {
   double rank_fraction_sum = 0;
   int64_t prefill_rows = 0;
   double prefill_cpu_ns = 0;
+  double prefetch_ns = 0;  // of cpu_busy_ns: the workers prefetching factors between hand-offs
   int64_t preemptions = 0;  // involuntary context switches of the workers (-1: unknown)
 };
 
@@ -172,6 +183,9 @@ class CompServer {
  private:
   void loop();
   void serve(uint32_t seq, uint32_t point);
+  // Prefetch of the points after `point` (prefetch_points), on the pool that serves decode
+  // hand-offs, until HEAD moves past `seq` or the pass count past `pass`; true when it finished.
+  bool prefetch_after(int point, uint32_t seq, uint32_t pass);
   // Worker w of W: its part of X of hand-off `seq` into xs_ (rows n of d_in), then (worker 0,
   // after the barrier) the RMSNorm where `norm`; `stopped` set when the server stops meanwhile.
   void take_x(const ServedPoint& sp, int n, uint32_t seq, bool norm, int w, int W,
@@ -222,6 +236,8 @@ class CompServer {
   bool large_decode_ = false;
   int decode_pool_mode_ = 0;             // HCINFER_DECODE_POOL: 0 auto, 1 small, 2 large
   int pending_wait_ = -1;                // served point whose GPU wait is not accounted yet
+  int prefetch_points_ = 0;              // cfg_.prefetch_points or HCINFER_PREFETCH
+  int prefetch_from_ = -1;               // decode point served last, its successors not fetched
   // the point set (controller)
   std::vector<char> on_;                 // per point: handed over in decode passes
   std::vector<int> starved_;             // per point: times turned off at rank 0
