@@ -278,8 +278,8 @@ CompPoint::CompPoint(int d_in, std::vector<int> d_out, std::vector<int> r_max, F
     b_off_.push_back(b_bytes);
     b_bytes += int64_t(d_out_[j]) * r_max_[j] * elem_;
   }
-  a_.assign(size_t(total_rank_) * size_t(d_in_) * size_t(elem_));
-  b_.assign(size_t(b_bytes));
+  a_.assign(size_t(total_rank_) * size_t(d_in_) * size_t(elem_), 0);
+  b_.assign(size_t(b_bytes), 0);
 }
 
 void CompPoint::set_factors(int j, const float* A, const float* B) {
@@ -339,7 +339,7 @@ int64_t CompPoint::bytes_read(const int* ranks) const {
 void CompPoint::fill_random(uint64_t seed, float stddev, WorkerPool& pool) {
   // uniform on [-a, a] has standard deviation a / sqrt(3)
   const float a = stddev * 1.7320508f;
-  auto fill = [&](HostBytes& buf, uint64_t salt, int w) {
+  auto fill = [&](std::vector<uint8_t>& buf, uint64_t salt, int w) {
     const int64_t count = int64_t(buf.size()) / elem_;
     int64_t begin, end;
     slice(count, pool.size(), w, begin, end);

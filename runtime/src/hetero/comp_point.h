@@ -21,7 +21,6 @@
 #include <functional>
 #include <vector>
 
-#include "hetero/host_bytes.h"
 #include "hetero/worker_pool.h"
 
 namespace hci {
@@ -117,7 +116,7 @@ class CompPoint {
   int total_rank_ = 0;
   FactorType type_;
   int elem_ = 4;  // bytes per stored element
-  HostBytes a_, b_;  // A_cat and the tiled Bᵀ_j (host_bytes.h: aligned, huge pages advised)
+  std::vector<uint8_t> a_, b_;  // 64-byte aligned in practice through vector growth; see cpp
 };
 
 }  // namespace hci
