@@ -4,7 +4,7 @@
 //   decode_bench [--model llama-2-7b] [--bits 4] [--group 128] [--rank 0] [--placement none]
 //                [--batch 1] [--prompt 128] [--new 128] [--repeats 5] [--graph 1]
 //                [--threads N] [--controller 0|1] [--instances 1] [--tasks] [--profile-step]
-//                [--sms N]
+//                [--sms N] [--slowdown PCT]
 //
 // Default: hci_gpu_bench_decode, one line of results. --profile-step: prefill, four eager decode
 // steps, then one more between cuProfilerStart/Stop, so that `ncu --profile-from-start off`
@@ -12,6 +12,7 @@
 // CPU placements print the compensation stats per step; --tasks lists the process's threads
 // (name, allowed cores, context switches) after the run, to see who shares the workers' cores.
 // --sms N: on a partition of at least N SMs (hci_gpu_params.sm_limit, an emulated smaller GPU).
+// --slowdown PCT: the rank controller's budget (hci_gpu_params.controller_slowdown_pct).
 // Tuning switches (HCINFER_PDL, HCINFER_FUSE*, HCINFER_QGEMV_SIMT) are read by the library.
 #include <dlfcn.h>
 
@@ -98,7 +99,7 @@ void print_tasks() {
 int main(int argc, char** argv) {
   std::string model = "llama-2-7b", placement = "none";
   int bits = 4, group = 128, rank = 0, batch = 1, prompt = 128, n_new = 128, repeats = 5;
-  int graph = 1, threads = 0, controller = 0, instances = 1, sms = 0;
+  int graph = 1, threads = 0, controller = 0, instances = 1, sms = 0, slowdown = -1;
   bool profile_step = false, tasks = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -125,6 +126,7 @@ int main(int argc, char** argv) {
     else if (a == "--graph") graph = num();
     else if (a == "--threads") threads = num();
     else if (a == "--controller") controller = num();
+    else if (a == "--slowdown") slowdown = num();
     else if (a == "--instances") instances = num();
     else if (a == "--sms") sms = num();
     else if (a == "--tasks") tasks = true;
@@ -147,6 +149,7 @@ int main(int argc, char** argv) {
   p.use_graphs = profile_step ? 0 : graph;
   p.cpu_threads = threads;
   p.rank_controller = controller;
+  if (slowdown >= 0) p.controller_slowdown_pct = slowdown;
   p.sm_limit = sms;
 
   if (profile_step) {
