@@ -21,6 +21,7 @@ export const GPU_TUNING_VARIABLES = [
   "HCINFER_ATTN_KV_EARLY",
   "HCINFER_ISOLATE_WORKERS",
   "HCINFER_DECODE_POOL",
+  "HCINFER_PREFETCH",
   // diagnostics (a few extra stores and prints per step)
   "HCINFER_HANDOFF_TRACE",
   "HCINFER_CONTROLLER_LOG",

@@ -445,28 +445,33 @@ void CompServer::account_wait(int q) {
   if (cfg_.controller) control(q, span_ns_[size_t(q)], product_ns_[size_t(q)], int64_t(w));
 }
 
-double level_cut(int64_t span_ns, int64_t product_ns, int64_t wait_ns, int64_t slack_ns) {
+double level_cut(int64_t span_ns, int64_t work_ns, int64_t wait_ns, int64_t slack_ns) {
   if (wait_ns <= slack_ns) return 1.0;
-  const double product = double(product_ns), need = 1.1 * double(wait_ns);
-  const bool substantial = product_ns > 4 * slack_ns;
+  const double work = double(work_ns), need = 1.1 * double(wait_ns);
+  const bool substantial = work_ns > 4 * slack_ns;
   if (wait_ns >= span_ns) return substantial ? 0.9 : 1.0;
-  if (product > need) return std::clamp((product - need) / product, 0.05, 0.97);
+  if (work > need) return std::clamp((work - need) / work, 0.05, 0.97);
   return substantial ? 0.5 : 1.0;
 }
 
 void CompServer::control(int q, int64_t span_ns, int64_t product_ns, int64_t wait_ns) {
   double& lv = level_[size_t(q)];
   if (wait_ns > cfg_.slack_ns) {
-    // The correction came `wait` too late. Only the product (x taken to correction published)
-    // shrinks with the rank; the input's arrival and RMSNorm before it and the way back over
-    // PCIe do not. So the product is to lose the wait and 10% more; a wait it cannot absorb is
-    // mostly latency, which no rank removes: a small product keeps its level (the point set
-    // weighs the point's cost, waits included), a substantial one is halved. A wait longer than
-    // the whole span means the hand-off was seen late (preemption): a gentle cut.
-    // (Cutting by the whole span instead starved every point whose window was shorter than the
-    // round trip: on 16 SMs of the H100 at rank 128 with an 8% budget, 4217 starvations in 1024
-    // steps and a rank fraction of 2%.)
-    lv *= level_cut(span_ns, product_ns, wait_ns, cfg_.slack_ns);
+    // The correction came `wait` too late. Only the factor reads shrink with the rank: the
+    // product's work (its bytes at the CPU's measured speed, at most the product's time, x taken
+    // to correction published), not the input's arrival and RMSNorm, the product's fork-join
+    // and packing, or the way back over PCIe. So the work is to lose the wait and 10% more; a
+    // wait it cannot absorb is mostly latency, which no rank removes: small work keeps its level
+    // (the point set weighs the point's cost, waits included), substantial work is halved. A
+    // wait longer than the whole span means the hand-off was seen late (preemption): a gentle
+    // cut. (Cutting by the whole span instead starved every point whose window was shorter than
+    // the round trip: on 16 SMs of the H100 at rank 128 with an 8% budget, 4217 starvations in
+    // 1024 steps and a rank fraction of 2%.)
+    int64_t work_ns = product_ns;
+    if (cpu_bps_ > 0)
+      work_ns = std::min(work_ns, int64_t(double(points_[size_t(q)].cp->bytes_read(
+                                              ranks_[size_t(q)].data())) / cpu_bps_ * 1e9));
+    lv *= level_cut(span_ns, work_ns, wait_ns, cfg_.slack_ns);
   } else {
     lv = std::min(1.0, lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe));
   }

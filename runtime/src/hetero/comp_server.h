@@ -28,10 +28,11 @@
 //    round(level · r_max_j) of each of its layers (factors are ordered by singular value, so a
 //    prefix is the best answer of its rank; r_max_j comes from the sensitivity-aware allocation,
 //    so the controller scales that allocation per point). After each pass it compares the point's
-//    product time (x taken to correction published) with the GPU's wait: a wait above `slack_ns`
-//    means the CPU was on the critical path, and the level is cut so that the product would lose
-//    the wait and 10% more; a wait the product cannot absorb is latency (input, RMSNorm, PCIe)
-//    that no rank removes, and the level of a small product stays. Without a wait the level grows
+//    work (its factor reads: bytes at the CPU's measured speed, at most the product's time) with
+//    the GPU's wait: a wait above `slack_ns` means the CPU was on the critical path, and the level
+//    is cut so that the work would lose the wait and 10% more; a wait the work cannot absorb is
+//    latency (input, RMSNorm, fork-join, PCIe) that no rank removes, and small work keeps its
+//    level. Without a wait the level grows
 //    by `probe` per pass, to find the window again when the CPU speeds up (by `probe` relative,
 //    at least `probe` / 2).
 //  - Which points are handed over at all: a point costs the GPU its hand-off kernels (and the
@@ -148,9 +149,9 @@ struct CompServerStats {
 };
 
 // The controller's factor on a point's level after a pass (1: no cut) from the point's span (its
-// hand-off seen to correction published), product (x taken to published) and the GPU's wait for
-// it; CompServer::control says why.
-double level_cut(int64_t span_ns, int64_t product_ns, int64_t wait_ns, int64_t slack_ns);
+// hand-off seen to correction published), the part of it that shrinks with the rank (the factor
+// reads) and the GPU's wait for it; CompServer::control says why.
+double level_cut(int64_t span_ns, int64_t work_ns, int64_t wait_ns, int64_t slack_ns);
 
 class CompServer {
  public:
