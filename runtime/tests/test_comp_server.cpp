@@ -336,22 +336,6 @@ TEST(controller_trades_rank_for_time) {
   CHECK(server.stats().rank_fraction_sum > 0);
 }
 
-// The level cut after a pass: only the work (factor reads) shrinks with the rank, so a wait that
-// the work cannot absorb (the round trip's latency) leaves small work's level alone (cutting it by
-// the whole span starved every point whose window was shorter than the round trip).
-TEST(level_cut_removes_the_wait_from_the_product_only) {
-  const int64_t us = 1000, slack = 1500;
-  CHECK(level_cut(20 * us, 15 * us, 1 * us, slack) == 1.0);        // within the slack
-  CHECK(level_cut(9 * us, 3 * us, 4 * us, slack) == 1.0);          // latency: no rank removes it
-  CHECK_NEAR(level_cut(120 * us, 100 * us, 50 * us, slack), 0.45, 1e-12);  // product-bound
-  CHECK(level_cut(120 * us, 100 * us, 89 * us, slack) == 0.05);    // floor of one cut
-  CHECK(level_cut(30 * us, 10 * us, 20 * us, slack) == 0.5);       // mostly latency, work large
-  CHECK(level_cut(30 * us, 1 * us, 20 * us, slack) == 1.0);        // mostly latency, work small
-  CHECK(level_cut(10 * us, 8 * us, 12 * us, slack) == 0.9);        // seen late, work large
-  CHECK(level_cut(10 * us, 4 * us, 12 * us, slack) == 1.0);        // seen late, work small
-  CHECK(level_cut(100 * us, 99 * us, 2 * us, slack) == 0.97);      // at most 0.97 once it waited
-}
-
 // The point set against a "GPU" whose step costs a fixed 20 us per point handed over (and whose
 // waits are zero): with a 5% budget over a 1 ms backbone, the controller must measure the
 // backbone with every point off, then keep the two points of most value (the largest allocated

@@ -78,7 +78,6 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
       fail(HCI_ERR_INVALID_ARGUMENT, "compensation server: a point's RMSNorm weights are not d_in long");
   level_.assign(points_.size(), 1.0);
   span_ns_.assign(points_.size(), 0);
-  product_ns_.assign(points_.size(), 0);
   rows_.assign(points_.size(), 0);
   prefill_.assign(points_.size(), 0);
   rank_sum_.assign(size_t(n_linears_), 0.0);
@@ -383,7 +382,6 @@ void CompServer::serve(uint32_t seq, uint32_t point) {
   prefetch_from_ = prefill || n > kSplitRows ? -1 : p;
   std::lock_guard<std::mutex> lock(mu_);
   span_ns_[size_t(p)] = span;
-  product_ns_[size_t(p)] = t_done - t_x;
   rows_[size_t(p)] = n;
   prefill_[size_t(p)] = prefill;
   if (prefill) {
@@ -442,36 +440,21 @@ void CompServer::account_wait(int q) {
   if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
   pass_wait_ns_ += int64_t(w);
-  if (cfg_.controller) control(q, span_ns_[size_t(q)], product_ns_[size_t(q)], int64_t(w));
+  if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
 }
 
-double level_cut(int64_t span_ns, int64_t work_ns, int64_t wait_ns, int64_t slack_ns) {
-  if (wait_ns <= slack_ns) return 1.0;
-  const double work = double(work_ns), need = 1.1 * double(wait_ns);
-  const bool substantial = work_ns > 4 * slack_ns;
-  if (wait_ns >= span_ns) return substantial ? 0.9 : 1.0;
-  if (work > need) return std::clamp((work - need) / work, 0.05, 0.97);
-  return substantial ? 0.5 : 1.0;
-}
-
-void CompServer::control(int q, int64_t span_ns, int64_t product_ns, int64_t wait_ns) {
+void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
   double& lv = level_[size_t(q)];
   if (wait_ns > cfg_.slack_ns) {
-    // The correction came `wait` too late. Only the factor reads shrink with the rank: the
-    // product's work (its bytes at the CPU's measured speed, at most the product's time, x taken
-    // to correction published), not the input's arrival and RMSNorm, the product's fork-join
-    // and packing, or the way back over PCIe. So the work is to lose the wait and 10% more; a
-    // wait it cannot absorb is mostly latency, which no rank removes: small work keeps its level
-    // (the point set weighs the point's cost, waits included), substantial work is halved. A
-    // wait longer than the whole span means the hand-off was seen late (preemption): a gentle
-    // cut. (Cutting by the whole span instead starved every point whose window was shorter than
-    // the round trip: on 16 SMs of the H100 at rank 128 with an 8% budget, 4217 starvations in
-    // 1024 steps and a rank fraction of 2%.)
-    int64_t work_ns = product_ns;
-    if (cpu_bps_ > 0)
-      work_ns = std::min(work_ns, int64_t(double(points_[size_t(q)].cp->bytes_read(
-                                              ranks_[size_t(q)].data())) / cpu_bps_ * 1e9));
-    lv *= level_cut(span_ns, work_ns, wait_ns, cfg_.slack_ns);
+    // The GPU reached its wait (span − wait) after the hand-off: fit 90% of that window. A wait
+    // longer than the whole span means the hand-off was seen late (latency, preemption): cut
+    // gently while the CPU's own work is substantial, and not at all once it is negligible (a
+    // rank cut cannot remove latency).
+    const int64_t window = span_ns - wait_ns;
+    if (window > 0)
+      lv *= std::clamp(0.9 * double(window) / double(span_ns), 0.05, 0.97);
+    else if (span_ns > 4 * cfg_.slack_ns)
+      lv *= 0.9;
   } else {
     lv = std::min(1.0, lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe));
   }

@@ -28,13 +28,10 @@
 //    round(level · r_max_j) of each of its layers (factors are ordered by singular value, so a
 //    prefix is the best answer of its rank; r_max_j comes from the sensitivity-aware allocation,
 //    so the controller scales that allocation per point). After each pass it compares the point's
-//    work (its factor reads: bytes at the CPU's measured speed, at most the product's time) with
-//    the GPU's wait: a wait above `slack_ns` means the CPU was on the critical path, and the level
-//    is cut so that the work would lose the wait and 10% more; a wait the work cannot absorb is
-//    latency (input, RMSNorm, fork-join, PCIe) that no rank removes, and small work keeps its
-//    level. Without a wait the level grows
-//    by `probe` per pass, to find the window again when the CPU speeds up (by `probe` relative,
-//    at least `probe` / 2).
+//    CPU span (x received to correction published) with the GPU's wait: a wait above `slack_ns`
+//    means the CPU was on the critical path, and the level is cut so that the span would fit 90%
+//    of the GPU's window (span − wait); otherwise the level grows by `probe` per pass, to find the
+//    window again when the CPU speeds up (by `probe` relative, at least `probe` / 2).
 //  - Which points are handed over at all: a point costs the GPU its hand-off kernels (and the
 //    fusions its correction blocks) even at rank 0, microseconds against a decode step of a
 //    millisecond or two. The GPU stamps every pass's begin and end (PassStamp); the controller
@@ -148,11 +145,6 @@ struct CompServerStats {
   int64_t preemptions = 0;  // involuntary context switches of the workers (-1: unknown)
 };
 
-// The controller's factor on a point's level after a pass (1: no cut) from the point's span (its
-// hand-off seen to correction published), the part of it that shrinks with the rank (the factor
-// reads) and the GPU's wait for it; CompServer::control says why.
-double level_cut(int64_t span_ns, int64_t work_ns, int64_t wait_ns, int64_t slack_ns);
-
 class CompServer {
  public:
   CompServer(std::vector<ServedPoint> points, Channel ch, const CompServerConfig& cfg);
@@ -201,7 +193,7 @@ class CompServer {
               SpinBarrier& bar, std::atomic<bool>& stopped);
   void end_pass(uint32_t k);
   void account_wait(int q);
-  void control(int q, int64_t span_ns, int64_t product_ns, int64_t wait_ns);
+  void control(int q, int64_t span_ns, int64_t wait_ns);
   void apply_level(int p);
   // the point set (under mu_)
   void control_points(int64_t step_ns, int64_t wait_ns, int served);
@@ -233,7 +225,6 @@ class CompServer {
   std::vector<std::vector<int>> ranks_;  // per point, per layer: ranks in use
   std::vector<double> level_;            // controller level per point
   std::vector<int64_t> span_ns_;         // last span per point
-  std::vector<int64_t> product_ns_;      // its product (x taken to correction published)
   std::vector<int> rows_;                // rows of the last hand-off per point
   std::vector<char> prefill_;            // whether it was a prefill pass
   std::vector<double> rank_sum_;         // per linear: Σ ranks over decode passes
