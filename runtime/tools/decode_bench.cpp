@@ -12,12 +12,14 @@
 // CPU placements print the compensation stats per step; --tasks lists the process's threads
 // (name, allowed cores, context switches) after the run, to see who shares the workers' cores.
 // --sms N: on a partition of at least N SMs (hci_gpu_params.sm_limit, an emulated smaller GPU).
-// --slowdown PCT: the rank controller's budget (hci_gpu_params.controller_slowdown_pct).
+// --slowdown PCT: the rank controller's budget (hci_gpu_params.controller_slowdown_pct; negative:
+// ranks only, every point handed over).
 // Tuning switches (HCINFER_PDL, HCINFER_FUSE*, HCINFER_QGEMV_SIMT) are read by the library.
 #include <dlfcn.h>
 
 #include <dirent.h>
 
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -99,7 +101,8 @@ void print_tasks() {
 int main(int argc, char** argv) {
   std::string model = "llama-2-7b", placement = "none";
   int bits = 4, group = 128, rank = 0, batch = 1, prompt = 128, n_new = 128, repeats = 5;
-  int graph = 1, threads = 0, controller = 0, instances = 1, sms = 0, slowdown = -1;
+  int graph = 1, threads = 0, controller = 0, instances = 1, sms = 0;
+  int slowdown = INT_MIN;  // unset: the library's default
   bool profile_step = false, tasks = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -149,7 +152,7 @@ int main(int argc, char** argv) {
   p.use_graphs = profile_step ? 0 : graph;
   p.cpu_threads = threads;
   p.rank_controller = controller;
-  if (slowdown >= 0) p.controller_slowdown_pct = slowdown;
+  if (slowdown != INT_MIN) p.controller_slowdown_pct = slowdown;
   p.sm_limit = sms;
 
   if (profile_step) {
