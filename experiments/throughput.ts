@@ -7,7 +7,9 @@
  * Each record is one (model, engine, format, budget, batch) point. Metrics include the measured
  * HBM bandwidth (device-to-device copy, bytes read + written) and pinned host->device bandwidth,
  * the weight bytes one decode step reads, and from them the roofline:
- * `rooflineTokensPerS = batch × HBM bandwidth / weight bytes per step` and `pctRoofline`. For
+ * `rooflineTokensPerS = batch × HBM bandwidth / weight bytes per step` and `pctRoofline`, and the
+ * same with the KV cache's reads added (`rooflineKvTokensPerS`, `pctRooflineKv`: at long contexts
+ * a step reads gigabytes of cache besides the weights). For
  * streamed (offloaded) points: PCIe time per step measured with CUDA events against
  * `streamed bytes / pinned bandwidth`. A point whose model does not fit its budget is recorded as
  * `status: "failed"` with the library's message (the failure comes before any work).
@@ -138,6 +140,9 @@ export interface ThroughputMetrics {
   /** batch × hbmGbps / weight bytes per step. */
   rooflineTokensPerS: number | null;
   pctRoofline: number | null;
+  /** batch × hbmGbps / (weight + KV-cache bytes per step) (absent in records before it existed). */
+  rooflineKvTokensPerS?: number | null;
+  pctRooflineKv?: number | null;
   /** Measured PCIe time per step, and streamed bytes / measured pinned bandwidth. */
   pcieMsPerStep: number | null;
   pciePredictedMs: number | null;
@@ -295,6 +300,8 @@ export async function openThroughput(
     gpuSmCount: bw.smCount,
     rooflineTokensPerS: null,
     pctRoofline: null,
+    rooflineKvTokensPerS: null,
+    pctRooflineKv: null,
     pcieMsPerStep: null,
     pciePredictedMs: null,
     predictedMsPerStep: null,
@@ -399,6 +406,7 @@ export async function openThroughput(
         seed: config.seed,
       });
       const roof = p.batch * bw.hbmGbps * 1e9 / r.weightBytesPerStep;
+      const roofKv = p.batch * bw.hbmGbps * 1e9 / (r.weightBytesPerStep + r.kvBytesPerStep);
       const pciePred = r.streamedBytesPerStep > 0
         ? 1e3 * r.streamedBytesPerStep / (bw.h2dPinnedGbps * 1e9)
         : null;
@@ -414,6 +422,8 @@ export async function openThroughput(
         streamedBytesPerStep: r.streamedBytesPerStep,
         rooflineTokensPerS: roof,
         pctRoofline: 100 * r.decodeTokensPerS / roof,
+        rooflineKvTokensPerS: roofKv,
+        pctRooflineKv: 100 * r.decodeTokensPerS / roofKv,
         pcieMsPerStep: r.streamedBytesPerStep > 0 ? r.pcieMsPerStep : null,
         pciePredictedMs: pciePred,
         predictedMsPerStep: Math.max(
@@ -458,6 +468,7 @@ const COLUMNS: Column<Rec>[] = [
   { key: "metrics.decodeMsPerStep", header: "ms/step", format: num(3), align: "right" },
   { key: "metrics.rooflineTokensPerS", header: "roofline tok/s", format: num(1), align: "right" },
   { key: "metrics.pctRoofline", header: "% roofline", format: num(1), align: "right" },
+  { key: "metrics.pctRooflineKv", header: "% roofline w+KV", format: num(1), align: "right" },
   { key: "metrics.prefillTokensPerS", header: "prefill tok/s", format: num(0), align: "right" },
   { key: "metrics.weightBytesPerStep", header: "weight GB/step", format: gb, align: "right" },
   { key: "metrics.streamedBytesPerStep", header: "streamed GB/step", format: gb, align: "right" },
@@ -546,14 +557,31 @@ export function throughputSummary(records: Rec[]): string[] {
       }: HBM ${first.hbmGbps.toFixed(0)} GB/s (device copy, read + ` +
         `write), ${first.hbmReadGbps.toFixed(0)} GB/s (read-only kernel), pinned H2D ${
           first.h2dGbps.toFixed(1)
-        } GB/s. Roofline = batch x HBM copy bandwidth / weight bytes per step.`,
+        } GB/s. Roofline = batch x HBM copy bandwidth / weight bytes per step; w+KV: / (weight ` +
+        "+ KV-cache bytes per step).",
     );
   }
   return lines;
 }
 
+/**
+ * Records written before the weights + KV roofline existed get it from their own measured fields
+ * (batch, HBM bandwidth, weight and KV-cache bytes per step), so old tables and figures show it.
+ */
+export function withKvRoofline(records: Rec[]): Rec[] {
+  return records.map((r) => {
+    const m = r.metrics;
+    if (m.rooflineKvTokensPerS !== undefined || m.weightBytesPerStep === null) return r;
+    if (m.kvBytesPerStep === null || m.kvBytesPerStep === undefined) return r;
+    const roof = r.point.batch * m.hbmGbps * 1e9 / (m.weightBytesPerStep + m.kvBytesPerStep);
+    const pct = m.decodeTokensPerS === null ? null : 100 * m.decodeTokensPerS / roof;
+    return { ...r, metrics: { ...m, rooflineKvTokensPerS: roof, pctRooflineKv: pct } };
+  });
+}
+
 /** The Markdown report. */
-export function throughputTables(records: Rec[]): string {
+export function throughputTables(all: Rec[]): string {
+  const records = withKvRoofline(all);
   const prompts = [...new Set(records.map((r) => r.point.promptLen))];
   const head = records.length
     ? `### Decode throughput (prompt ${
@@ -567,12 +595,12 @@ export function throughputTables(records: Rec[]): string {
 /** Writes table.md and table.csv. */
 export async function writeThroughputReport(records: Rec[], outDir: string): Promise<void> {
   await Deno.writeTextFile(join(outDir, "table.md"), throughputTables(records));
-  await Deno.writeTextFile(join(outDir, "table.csv"), toCsv(records, COLUMNS));
+  await Deno.writeTextFile(join(outDir, "table.csv"), toCsv(withKvRoofline(records), COLUMNS));
 }
 
 /** Decode tokens/s against batch per (model, engine, format, budget), with the rooflines. */
 export function throughputFigures(records: Rec[]): Promise<NamedFigure[]> {
-  const ok = records.filter((r) => r.metrics.status === "ok");
+  const ok = withKvRoofline(records).filter((r) => r.metrics.status === "ok");
   const manyPrompts = new Set(ok.map((r) => r.point.promptLen)).size > 1;
   const groupName = (r: Rec) =>
     `${r.point.model} ${r.point.engine} ${r.point.format}` +
@@ -612,19 +640,25 @@ export function throughputFigures(records: Rec[]): Promise<NamedFigure[]> {
     for (const r of ok.filter((r) => r.point.batch === 1)) {
       byFormat.set(groupName(r), [...(byFormat.get(groupName(r)) ?? []), r]);
     }
-    const context = [...byFormat].filter(([, rs]) => rs.length > 1).map(([name, rs]) => {
+    const context = [...byFormat].filter(([, rs]) => rs.length > 1).flatMap(([name, rs]) => {
       rs.sort((a, b) => a.point.promptLen - b.point.promptLen);
-      return {
-        name,
-        x: rs.map((r) => r.point.promptLen),
-        y: rs.map((r) => r.metrics.decodeTokensPerS),
-      };
+      const x = rs.map((r) => r.point.promptLen);
+      const line = { name, x, y: rs.map((r) => r.metrics.decodeTokensPerS) };
+      const kv = rs.map((r) => r.metrics.rooflineKvTokensPerS ?? null);
+      return kv.every((v) => v !== null)
+        ? [line, {
+          name: `${name} roofline (weights + KV)`,
+          x,
+          y: kv,
+          style: { line: { dash: "dash" } },
+        }]
+        : [line];
     });
     if (context.length) {
       figures.push({
         name: "throughput-context",
         figure: lineFigure({
-          title: "Batch-1 decode throughput vs prompt length",
+          title: "Batch-1 decode throughput vs prompt length (dashed: HBM roofline, weights + KV)",
           xTitle: "prompt tokens (decode continues from there)",
           yTitle: "tokens/s",
           series: context,

@@ -12,6 +12,7 @@ import {
   throughputPoints,
   throughputSummary,
   throughputTables,
+  withKvRoofline,
 } from "./throughput.ts";
 import type { SweepRecord } from "./runner.ts";
 
@@ -115,6 +116,9 @@ Deno.test("promptLens: points per prompt length, a KV cache sized for each, a fi
         status: "ok",
         decodeTokensPerS: tps,
         rooflineTokensPerS: 800,
+        // weights 3.7 GB; the fp16 cache of a 7B model, 0.53 MB per position
+        rooflineKvTokensPerS: 3019e9 / (3.7e9 + 0.53e6 * p.promptLen),
+        pctRooflineKv: 100 * tps / (3019e9 / (3.7e9 + 0.53e6 * p.promptLen)),
         hbmGbps: 3019,
         hbmReadGbps: 3058,
         h2dGbps: 54.9,
@@ -133,7 +137,23 @@ Deno.test("promptLens: points per prompt length, a KV cache sized for each, a fi
   assert.deepEqual(figures.map((f) => f.name), ["throughput", "throughput-context"]);
   const ctx = JSON.stringify(figures[1].figure);
   assert.match(ctx, /synthetic:llama-2-7b hcinfer w4g128/);
+  assert.match(ctx, /roofline \(weights \+ KV\)/);
+  assert.match(throughputTables(records), /% roofline w\+KV/);
   assert.doesNotMatch(ctx, /fp16/, "one prompt length: no line against context");
+  // a record from before the KV roofline existed gets it from its measured bytes
+  const old = {
+    point: points[2],
+    metrics: {
+      status: "ok",
+      decodeTokensPerS: 364.3,
+      weightBytesPerStep: 3.70e9,
+      kvBytesPerStep: 1.59e9,
+      hbmGbps: 3007,
+    },
+  } as unknown as SweepRecord<ThroughputPoint, ThroughputMetrics>;
+  const [filled] = withKvRoofline([old]);
+  assert.ok(Math.abs(filled.metrics.rooflineKvTokensPerS! - 3007e9 / 5.29e9) < 1e-6);
+  assert.ok(Math.abs(filled.metrics.pctRooflineKv! - 64.09) < 0.01); // 364.3 of 568.4 tok/s
   assert.deepEqual((await throughputFigures(records.slice(0, 2))).map((f) => f.name), [
     "throughput",
   ]);
