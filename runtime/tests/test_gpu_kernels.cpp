@@ -668,6 +668,17 @@ TEST(decode_attention_matches_cpu) {
       both.insert(both.end(), rows[1].begin(), rows[1].end());
       std::vector<int> rs = {0, 1}, rp = {pos[0], pos[1]};
       DeviceBuffer Q2 = up(both), RS = up(rs), RP = up(rp), OUT(A(), int64_t(2) * qd * 2, "o");
+      // the larger relative error of the two fp16 output rows against their references
+      auto worst_of_rows = [&](const DeviceBuffer& out) {
+        const auto ob = down<uint16_t>(out, size_t(2) * qd);
+        double w = 0;
+        for (int sq = 0; sq < 2; ++sq) {
+          std::vector<float> o(static_cast<size_t>(qd));
+          for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob[size_t(sq) * qd + t]);
+          w = std::max(w, rel_err(o, refs[size_t(sq)]));
+        }
+        return w;
+      };
       // every split of a head's positions over a cluster of blocks (sm_90+; the positions 0 and
       // 77 leave blocks of the cluster without any), each against the reference
       const int split_default = attention_split();
@@ -681,13 +692,7 @@ TEST(decode_attention_matches_cpu) {
         attention_decode(kvt, DType::F16, Q2.as<float>(), ld, 2, H, KVH, hd, CS.as<float2>(),
                          RS.as<int>(), RP.as<int>(), KC.get(), VC.get(), n_ctx, OUT.get(), qd,
                          nullptr);
-        auto ob = down<uint16_t>(OUT, size_t(2) * qd);
-        double w = 0;
-        for (int sq = 0; sq < 2; ++sq) {
-          std::vector<float> o(static_cast<size_t>(qd));
-          for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob[size_t(sq) * qd + t]);
-          w = std::max(w, rel_err(o, refs[size_t(sq)]));
-        }
+        const double w = worst_of_rows(OUT);
         if (!(w < 2e-3))
           std::printf("  decode attention n_ctx %d kv %s H%d KV%d hd%d split %d: %.2e\n", n_ctx,
                       dtype_name(kvt), H, KVH, hd, split, w);
@@ -734,13 +739,7 @@ TEST(decode_attention_matches_cpu) {
                            RS2.as<int>(), RP2.as<int>(), KC.get(), VC.get(), n_ctx, OUT2.get(), qd,
                            str);
           HCI_CUDA(cudaStreamSynchronize(str));
-          auto ob2 = down<uint16_t>(OUT2, size_t(2) * qd);
-          double w2 = 0;
-          for (int sq = 0; sq < 2; ++sq) {
-            std::vector<float> o(static_cast<size_t>(qd));
-            for (int t = 0; t < qd; ++t) o[size_t(t)] = host_f16_to_f32(ob2[size_t(sq) * qd + t]);
-            w2 = std::max(w2, rel_err(o, refs[size_t(sq)]));
-          }
+          const double w2 = worst_of_rows(OUT2);
           if (!(w2 < 2e-3))
             std::printf("  decode attention after stale rows (%d %d %d %d), n_ctx %d kv %s, "
                         "split %d, kv_early %d: %.2e\n", st[0], st[1], st[2], st[3], n_ctx,

@@ -168,18 +168,8 @@ __global__ void __launch_bounds__(kOnlineWarps * 32)
 #pragma unroll
   for (int e = 0; e < E; ++e) wacc[warp][lane * E + e] = acc[e];
   __syncthreads();
-  for (int t = threadIdx.x; t < HD; t += blockDim.x) {
-    float M = -FLT_MAX;
-    for (int w = 0; w < kOnlineWarps; ++w) M = fmaxf(M, wm[w]);
-    float num = 0.f, den = 0.f;
-    for (int w = 0; w < kOnlineWarps; ++w) {
-      if (wl[w] == 0.f) continue;
-      const float f = expf(wm[w] - M);
-      num += wacc[w][t] * f;
-      den += wl[w] * f;
-    }
-    out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(num / den);
-  }
+  for (int t = threadIdx.x; t < HD; t += blockDim.x)
+    out[int64_t(i) * ldo + h * HD + t] = from_float<TO>(merge_warp_partials(wm, wl, wacc, t));
 }
 
 // Decode attention with RoPE and the KV store fused, scores kept in shared memory (n_ctx <=

@@ -91,6 +91,25 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
   return warp_max(t);
 }
 
+// Head dimension t of a block's attention output merged from W warps' online-softmax partials:
+// wm[w] the warp's running maximum, wl[w] its sum of exp(score - wm[w]), wacc[w][t] its weighted
+// sum of values; warps that saw no key (wl[w] == 0) are skipped. Shared by the prefill and the
+// online decode kernel.
+template <int W, int HD>
+__device__ __forceinline__ float merge_warp_partials(const float (&wm)[W], const float (&wl)[W],
+                                                     const float (&wacc)[W][HD], int t) {
+  float M = -FLT_MAX;
+  for (int w = 0; w < W; ++w) M = fmaxf(M, wm[w]);
+  float num = 0.f, den = 0.f;
+  for (int w = 0; w < W; ++w) {
+    if (wl[w] == 0.f) continue;
+    const float f = expf(wm[w] - M);
+    num += wacc[w][t] * f;
+    den += wl[w] * f;
+  }
+  return num / den;
+}
+
 // Asynchronous copies global -> shared (sm_80+), tracked per thread in commit groups.
 // 16 bytes, L2 only (streamed data); `ok` false fills the destination with zeros, reading nothing.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok = true) {
