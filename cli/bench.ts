@@ -7,6 +7,9 @@
  *                                the CPU or overlapped; budgets; the rank controller)
  *   accuracy --model DIR --data FILE
  *                                GPU vs CPU perplexity per weight format, greedy tokens
+ *   controller --model DIR --data FILE
+ *                                the rank controller's speed and the perplexity at the ranks
+ *                                it used (`controller_accuracy`)
  *
  * Without a usable GPU (a build without CUDA, no device) every command says so and why, and
  * points at the CPU entry points (`deno task eval`, `deno task generate`).
@@ -16,6 +19,7 @@
 
 import { readConfigFile } from "../experiments/config_file.ts";
 import { runExperiment } from "../experiments/experiment.ts";
+import { controllerTables, runControllerAccuracy } from "../experiments/controller_accuracy.ts";
 import { accuracyTables, runGpuAccuracy } from "../experiments/gpu_accuracy.ts";
 import {
   HeteroConfigSchema,
@@ -50,6 +54,14 @@ const USAGE = `deno task bench <command> [options]
                            by default; LIST is comma-separated) and greedy tokens on the model's
                            reference prompts (default DIR results/runs/gpu-accuracy)
 
+  controller --model DIR --data FILE [--out DIR] [--rank N] [--threads LIST] [--budgets LIST]
+             [--sms N] [--new N] [--seq N] [--max-windows N]
+                           W4 g128 with rank-N compensation (default 32) on every linear, batch-1
+                           decode with cpu-async: the backbone alone, every rank full, and the rank
+                           controller per CPU thread count (LIST, default 0,2,1; 0 = the library's
+                           default) and budget (percent, -1 = ranks only; default 3), with the
+                           perplexity at the ranks it used (default DIR results/runs/controller)
+
 Without a usable GPU the commands explain why and exit with code 3; the CPU path is
 \`deno task eval\` / \`deno task generate\`.`;
 
@@ -74,7 +86,14 @@ await runMain(async () => {
     "max-windows": { type: "string" },
     formats: { type: "string" },
     bytes: { type: "string" },
+    rank: { type: "string" },
+    threads: { type: "string" },
+    budgets: { type: "string" },
+    sms: { type: "string" },
+    new: { type: "string" },
   }, USAGE);
+  const intList = (v: string | undefined, name: string, min: number) =>
+    v?.split(",").map((s) => intOption(s.trim(), name, 0, min));
   const command = positionals[0];
   switch (command) {
     case "device": {
@@ -140,6 +159,26 @@ await runMain(async () => {
         console.error("bench accuracy: some checks did not pass");
         Deno.exit(1);
       }
+      return;
+    }
+    case "controller": {
+      if (!values.model || !values.data) {
+        throw new UsageError(`--model and --data are required\n\n${USAGE}`);
+      }
+      requireGpu();
+      const records = await runControllerAccuracy({
+        model: values.model,
+        data: values.data,
+        rank: intOption(values.rank, "rank", 32, 1),
+        cpuThreads: intList(values.threads, "threads", 0),
+        slowdownPcts: intList(values.budgets, "budgets", -1),
+        gpuSms: intOption(values.sms, "sms", 0, 0),
+        newTokens: intOption(values.new, "new", 256, 1),
+        seqLen: intOption(values.seq, "seq", 256, 2),
+        maxWindows: intOption(values["max-windows"], "max-windows", 32, 0),
+        outDir: values.out ?? "results/runs/controller",
+      });
+      console.log(controllerTables(records));
       return;
     }
     default:
