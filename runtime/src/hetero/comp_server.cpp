@@ -203,8 +203,8 @@ bool CompServer::prefetch_after(int point, uint32_t seq, uint32_t pass) {
   int ranks[4][16];
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (int s = 1, q = point; s <= P && cnt < ahead; ++s) {
-      q = (point + s) % P;
+    for (int s = 1; s <= P && cnt < ahead; ++s) {
+      const int q = (point + s) % P;
       if (!on_[size_t(q)]) continue;
       const std::vector<int>& r = ranks_[size_t(q)];
       for (size_t j = 0; j < r.size() && j < 16; ++j) ranks[cnt][j] = r[j];
@@ -231,7 +231,7 @@ bool CompServer::prefetch_after(int point, uint32_t seq, uint32_t pass) {
               if ((o & 2047) == 0 && interrupted()) return false;
               __builtin_prefetch(range + o, 0, 2);
             }
-            __builtin_prefetch(range + bytes - 1, 0, 2);
+            if (bytes > 0) __builtin_prefetch(range + bytes - 1, 0, 2);
             return true;
           });
       if (!all) {
@@ -240,9 +240,10 @@ bool CompServer::prefetch_after(int point, uint32_t seq, uint32_t pass) {
       }
     }
   });
+  const double spent = double(now_ns() - t0);
   std::lock_guard<std::mutex> lock(mu_);
-  st_.cpu_busy_ns += double(now_ns() - t0);  // the workers' time, as a product's span is
-  st_.prefetch_ns += double(now_ns() - t0);
+  st_.cpu_busy_ns += spent;  // the workers' time, as a product's span is
+  st_.prefetch_ns += spent;
   return !cut.load();
 }
 
