@@ -22,10 +22,9 @@ import { join } from "node:path";
 import { loadTokenizer } from "../datasets/mod.ts";
 import { deviceInfo, GpuModel, type GpuOptions } from "../ffi/gpu.ts";
 import { libraryVersion, Model } from "../ffi/mod.ts";
-import { collectProvenance } from "../results/provenance.ts";
 import { readRecords } from "../results/store.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
-import { gpuProvenance } from "./gpu_provenance.ts";
+import { collectGpuProvenance } from "./gpu_provenance.ts";
 import { tokenizeCorpus } from "./perplexity_eval.ts";
 import { runSweep, type SweepRecord } from "./runner.ts";
 
@@ -97,10 +96,16 @@ export interface ControllerMetrics {
   device: string;
 }
 
+/** The backbone format and compensation rank of a run, defaults applied. */
+function quantization(o: ControllerAccuracyOptions): { bits: number; group: number; rank: number } {
+  const q = { bits: o.bits ?? 4, group: o.groupSize ?? 128, rank: o.rank ?? 32 };
+  if (!(q.rank > 0)) throw new RangeError("controller_accuracy: rank must be positive");
+  return q;
+}
+
 /** The points of a run, in order: `none`, `fixed`, then the controller per threads × budget. */
 export function controllerPoints(o: ControllerAccuracyOptions): ControllerPoint[] {
-  const bits = o.bits ?? 4, group = o.groupSize ?? 128, rank = o.rank ?? 32;
-  if (!(rank > 0)) throw new RangeError("controller_accuracy: rank must be positive");
+  const { bits, group, rank } = quantization(o);
   const base = {
     model: o.model,
     data: o.data,
@@ -133,17 +138,12 @@ export function ranksToEvaluate(mean: ArrayLike<number>, full: ArrayLike<number>
   return Array.from(mean, (m, i) => Math.min(full[i], Math.max(0, Math.round(m))));
 }
 
-function parseFormat(format: string): { bits: number; group: number; rank: number } {
-  const m = /^w(\d)g(-?\d+)-r(\d+)$/.exec(format);
-  if (!m) throw new Error(`controller_accuracy: bad format '${format}'`);
-  return { bits: Number(m[1]), group: Number(m[2]), rank: Number(m[3]) };
-}
-
 /** Runs (or resumes) the points and writes table.md and table.csv; returns the records. */
 export async function runControllerAccuracy(
   o: ControllerAccuracyOptions,
 ): Promise<SweepRecord<ControllerPoint, ControllerMetrics>[]> {
   const points = controllerPoints(o);
+  const q = quantization(o);
   const dev = deviceInfo();
   if (!dev.available) throw new Error(`controller_accuracy needs a GPU: ${dev.reason}`);
   await Deno.mkdir(o.outDir, { recursive: true });
@@ -156,20 +156,17 @@ export async function runControllerAccuracy(
       experiment: EXPERIMENT,
       points,
       outPath,
-      provenance: async () => ({
-        ...(await collectProvenance({ files: [o.model, o.data], library: libraryVersion() })),
-        ...gpuProvenance(dev.build),
-      }),
+      provenance: () =>
+        collectGpuProvenance({ files: [o.model, o.data], library: libraryVersion() }, dev.build),
       runPoint: async (p) => {
-        const f = parseFormat(p.format);
         if (!model) {
           model = await Model.load(p.model);
-          await model.quantize({ bits: f.bits, groupSize: f.group, maxRank: f.rank });
+          await model.quantize({ bits: q.bits, groupSize: q.group, maxRank: q.rank });
         }
         const m = model;
         // the GPU model takes the CPU model's active ranks as the full ones (an earlier point
         // left them at the ranks it evaluated)
-        m.setUniformRank(f.rank);
+        m.setUniformRank(q.rank);
         const options: GpuOptions = {
           weights: "packed",
           placement: p.run === "none" ? "none" : "cpu-async",

@@ -18,8 +18,7 @@ import { join } from "node:path";
 import { loadTokenizer } from "../datasets/mod.ts";
 import { deviceInfo, GpuModel } from "../ffi/gpu.ts";
 import { libraryVersion, Model, Session } from "../ffi/mod.ts";
-import { collectProvenance } from "../results/provenance.ts";
-import { gpuProvenance } from "./gpu_provenance.ts";
+import { collectGpuProvenance } from "./gpu_provenance.ts";
 import { readRecords } from "../results/store.ts";
 import { type Column, toMarkdown } from "../results/table.ts";
 import { tokenizeCorpus } from "./perplexity_eval.ts";
@@ -126,10 +125,8 @@ export async function runGpuAccuracy(
       experiment: EXPERIMENT,
       points,
       outPath,
-      provenance: async () => ({
-        ...(await collectProvenance({ files: [o.model, o.data], library: libraryVersion() })),
-        ...gpuProvenance(dev.build),
-      }),
+      provenance: () =>
+        collectGpuProvenance({ files: [o.model, o.data], library: libraryVersion() }, dev.build),
       runPoint: async (p) => {
         model ??= await Model.load(o.model);
         const m = model;

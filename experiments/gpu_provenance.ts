@@ -6,6 +6,8 @@
  * @module
  */
 
+import { collectProvenance, type ProvenanceOptions } from "../results/provenance.ts";
+
 /** The engine's tuning switches (environment variables; unset = the library's defaults). */
 export const GPU_TUNING_VARIABLES = [
   "HCINFER_PDL",
@@ -40,4 +42,12 @@ export function gpuProvenance(build: string): {
     sourceRevision: Deno.env.get("HCINFER_SOURCE_REVISION") ?? null,
     tuning: Object.fromEntries(GPU_TUNING_VARIABLES.map((k) => [k, Deno.env.get(k) ?? null])),
   };
+}
+
+/**
+ * A GPU record's whole provenance: {@linkcode collectProvenance} (commit, machine, versions, file
+ * hashes) with {@linkcode gpuProvenance} beside it.
+ */
+export async function collectGpuProvenance(options: ProvenanceOptions, build: string) {
+  return { ...(await collectProvenance(options)), ...gpuProvenance(build) };
 }

@@ -36,8 +36,7 @@ import {
 } from "../ffi/gpu.ts";
 import { benchLowRank, HciError, libraryVersion } from "../ffi/mod.ts";
 import { lineFigure, type Series } from "../results/figure.ts";
-import { collectProvenance } from "../results/provenance.ts";
-import { gpuProvenance } from "./gpu_provenance.ts";
+import { collectGpuProvenance } from "./gpu_provenance.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment, NamedFigure, PointRunner } from "./experiment.ts";
 import type { SweepRecord } from "./runner.ts";
@@ -492,10 +491,8 @@ export async function openHetero(
     return `${e.statusName}: ${e.message}`;
   };
   return {
-    provenance: async () => ({
-      ...(await collectProvenance({ library: libraryVersion(), seed: config.seed })),
-      ...gpuProvenance(dev.build),
-    }),
+    provenance: () =>
+      collectGpuProvenance({ library: libraryVersion(), seed: config.seed }, dev.build),
     runPoint: async (p) => {
       const cpu = isCpu(p.placement);
       const key = instanceKey(p);

@@ -29,8 +29,7 @@ import {
 } from "../ffi/gpu.ts";
 import { HciError, libraryVersion, Model, Status } from "../ffi/mod.ts";
 import { lineFigure, type PlotlyFigure } from "../results/figure.ts";
-import { collectProvenance } from "../results/provenance.ts";
-import { gpuProvenance } from "./gpu_provenance.ts";
+import { collectGpuProvenance } from "./gpu_provenance.ts";
 import { type Column, toCsv, toMarkdown } from "../results/table.ts";
 import type { Experiment, NamedFigure, PointRunner } from "./experiment.ts";
 import type { SweepRecord } from "./runner.ts";
@@ -315,14 +314,12 @@ export async function openThroughput(
     ...extra,
   });
   return {
-    provenance: async () => ({
-      ...(await collectProvenance({
+    provenance: () =>
+      collectGpuProvenance({
         files: config.models.filter((m) => !m.startsWith("synthetic:")),
         library: libraryVersion(),
         seed: config.seed,
-      })),
-      ...gpuProvenance(dev.build),
-    }),
+      }, dev.build),
     runPoint: async (p) => {
       if (p.engine === "hf") {
         release();

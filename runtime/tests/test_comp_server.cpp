@@ -153,6 +153,10 @@ TEST(served_corrections_match_reference_for_decode_and_prefill_rows) {
   CHECK(st.prefill_rows == 120);  // three 40-row chunks
   CHECK(st.bytes_to_host > 0 && st.bytes_to_device > 0 && st.factor_bytes_read > 0);
   CHECK_NEAR(st.rank_fraction_sum / double(st.steps), 1.0, 1e-12);
+  // the workers prefetched between decode hand-offs exactly when asked to (the time counts as
+  // CPU busy)
+  CHECK((st.prefetch_ns > 0) == (prefetch > 0));
+  CHECK(st.cpu_busy_ns >= st.prefetch_ns);
   CHECK(server.error().empty());
   }
 }
