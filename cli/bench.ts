@@ -59,8 +59,8 @@ const USAGE = `deno task bench <command> [options]
                            W4 g128 with rank-N compensation (default 32) on every linear, batch-1
                            decode with cpu-async: the backbone alone, every rank full, and the rank
                            controller per CPU thread count (LIST, default 0,2,1; 0 = the library's
-                           default) and budget (percent, -1 = ranks only; default 3; a list that
-                           starts with -1 as --budgets=-1,3), with the perplexity at the ranks it
+                           default) and budget (percent, -1 = ranks only; default 8; a list that
+                           starts with -1 as --budgets=-1,8), with the perplexity at the ranks it
                            used (default DIR results/runs/controller)
 
 Without a usable GPU the commands explain why and exit with code 3; the CPU path is

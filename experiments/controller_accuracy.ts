@@ -51,7 +51,7 @@ export interface ControllerAccuracyOptions {
   repeats?: number;
   /** CPU worker threads of the controller runs (0 = the library's default; default [0, 2, 1]). */
   cpuThreads?: number[];
-  /** The controller's slowdown budgets in percent (-1 = ranks only; default [3]). */
+  /** The controller's slowdown budgets in percent (-1 = ranks only; default [8]). */
   slowdownPcts?: number[];
   /** Run on a partition of at least this many SMs (an emulated smaller GPU; 0 = all). */
   gpuSms?: number;
@@ -122,7 +122,7 @@ export function controllerPoints(o: ControllerAccuracyOptions): ControllerPoint[
     { ...base, run: "fixed", cpuThreads: 0, slowdownPct: null },
   ];
   for (const t of o.cpuThreads ?? [0, 2, 1]) {
-    for (const s of o.slowdownPcts ?? [3]) {
+    for (const s of o.slowdownPcts ?? [8]) {
       points.push({ ...base, run: "controller", cpuThreads: t, slowdownPct: s });
     }
   }
@@ -249,7 +249,7 @@ const COLUMNS: Column<Rec>[] = [
   {
     key: "point.slowdownPct",
     header: "budget",
-    format: (v) => v === null ? "-" : v === -1 ? "ranks only" : v === 0 ? "3%" : `${v}%`,
+    format: (v) => v === null ? "-" : v === -1 ? "ranks only" : v === 0 ? "8%" : `${v}%`,
   },
   { key: "metrics.decodeTokensPerS", header: "tok/s", format: fx(1), align: "right" },
   { key: "metrics.rankFraction", header: "rank fraction", format: fx(3), align: "right" },

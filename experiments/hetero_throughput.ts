@@ -150,7 +150,7 @@ export interface HeteroPoint {
   prefillComp: "cpu" | "gpu" | null;
   /** cpu-async only; false elsewhere. */
   rankController: boolean;
-  /** With the controller and a budget other than the library's default (absent: 3%). */
+  /** With the controller and a budget other than the library's default (absent: 8%). */
   controllerSlowdownPct?: number;
   /** On an SM partition of at least this many SMs (absent: every SM). */
   gpuSms?: number;

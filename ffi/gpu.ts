@@ -332,7 +332,7 @@ export interface GpuOptions {
    * The rank controller's budget: decode steps may be this many percent slower than the
    * backbone's own step (which it measures with every point off), and it turns points off (their
    * hand-off costs the GPU even at rank 0) or back on to stay there. 0 or absent = the library's
-   * default (3); -1 = every point stays on, only ranks change.
+   * default (8); -1 = every point stays on, only ranks change.
    */
   controllerSlowdownPct?: number;
   /**

@@ -183,7 +183,8 @@ typedef struct hci_gpu_params {
                           // ranks every step)
   int32_t controller_slowdown_pct; // rank controller: decode steps may be this many percent
                           // slower than the backbone's own (measured with every point off);
-                          // 0 = 3, -1 = keep every point on (ranks only) (ABI 4)
+                          // 0 = 8 (every point's hand-off alone costs the GPU ~4.5%),
+                          // -1 = keep every point on (ranks only) (ABI 4)
   int32_t sm_limit;       // run every kernel of the model on a partition of at least this many
                           // SMs (a CUDA green context; the driver rounds up, to multiples of 8 on
                           // Hopper), emulating a smaller GPU as memory_budget emulates a smaller

@@ -665,7 +665,9 @@ TEST(rank_controller_runs_on_a_synthetic_model) {
               c.r.decode_tokens_per_s, c.st.rank_fraction, c.st.gpu_wait_ms,
               (long long)c.st.steps, c.full[0], c.last[0], c.mean[0]);
   CHECK(c.st.steps == 128 && c.st.rank_controller == 1 && c.r.graph_used == 1);
-  CHECK(c.st.rank_fraction > 0 && c.st.rank_fraction <= 1);
+  // (a tiny model's windows are microseconds, shorter than a hand-off's round trip: the ranks
+  // may well all go to 0, which is the right answer there)
+  CHECK(c.st.rank_fraction >= 0 && c.st.rank_fraction <= 1);
   CHECK(c.full[0] == 64 && c.last[0] >= 0 && c.last[0] <= 64);
 }
 

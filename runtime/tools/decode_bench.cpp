@@ -205,6 +205,29 @@ int main(int argc, char** argv) {
                   "rank fraction %.3f (%d workers, %lld steps)\n",
                   st.cpu_busy_ms / n, st.gpu_wait_ms / n, double(st.cpu_preemptions) / n,
                   st.rank_fraction, st.cpu_threads, (long long)st.steps);
+      if (controller) {  // the ranks it chose: mean over the timed steps by linear kind
+        hci_gpu_model_info info{};
+        check(hci_gpu_model_get_info(g, &info, err, sizeof err), err, "info");
+        const int n = info.n_layers * 7;
+        std::vector<int32_t> full(static_cast<size_t>(n));
+        std::vector<double> mean(static_cast<size_t>(n));
+        check(hci_gpu_get_comp_ranks(g, full.data(), nullptr, mean.data(), n, err, sizeof err),
+              err, "ranks");
+        const char* kinds[7] = {"q", "k", "v", "o", "gate", "up", "down"};
+        std::printf("  controller's mean rank / full by kind:");
+        for (int k = 0; k < 7; ++k) {
+          double m = 0, f = 0;
+          int off = 0;
+          for (int l = 0; l < info.n_layers; ++l) {
+            m += mean[size_t(l * 7 + k)];
+            f += full[size_t(l * 7 + k)];
+            off += full[size_t(l * 7 + k)] > 0 && mean[size_t(l * 7 + k)] == 0 ? 1 : 0;
+          }
+          std::printf(" %s %.1f/%.0f (%d at 0)", kinds[k], m / info.n_layers, f / info.n_layers,
+                      off);
+        }
+        std::printf("\n");
+      }
     }
     if (tasks) print_tasks();
     hci_gpu_model_free(g);

@@ -73,16 +73,78 @@ __device__ __forceinline__ float ll_settle(unsigned long long w, const unsigned 
 // rule once. Thousands of threads polling the very lines the CPU's workers are writing would make
 // each of those lines bounce between the CPU's caches and the PCIe root (measured on the H100
 // host: cpu-async rank 8 at 104-113 tok/s, the GPU waiting 84 us for q/k/v and gate/up).
-__device__ __forceinline__ void ll_await_block(const unsigned long long* last, uint32_t seq) {
+// With `seen_at` (the recording block), thread 0 also stores the GPU clock at which the poll that
+// found the word was issued, and in *missed whether an earlier poll had not: then the CPU
+// published the correction just before seen_at (within a poll's round trip), else at some time
+// before the first look.
+__device__ __forceinline__ void ll_await_block(const unsigned long long* last, uint32_t seq,
+                                               uint64_t* seen_at = nullptr,
+                                               int* missed = nullptr) {
   if (threadIdx.x == 0) {
+    int miss = 0;
+    uint64_t t;
     for (;;) {
+      t = global_ns();
       unsigned long long w;
       asm volatile("ld.relaxed.sys.global.u64 %0, [%1];" : "=l"(w) : "l"(last) : "memory");
       if (static_cast<uint32_t>(w >> 32) == seq) break;
+      ++miss;
       __nanosleep(64);
+    }
+    if (seen_at) {
+      *seen_at = t;
+      *missed = miss;
     }
   }
   asm volatile("bar.sync 1, %0;" ::"n"(128) : "memory");
+}
+
+#ifndef HCI_OPTIMISTIC_Y  // (A/B builds: 0 polls first, as before 2026-11-22)
+#define HCI_OPTIMISTIC_Y 1
+#endif
+
+// True in every data thread (named barrier 1, the 128 of them) when v is true in all.
+__device__ __forceinline__ bool all_data_threads(bool v) {
+  int r;
+  asm volatile(
+      "{ .reg .pred p, q; setp.ne.s32 q, %1, 0; bar.red.and.pred p, 1, %2, q; selp.s32 %0, 1, 0, "
+      "p; }"
+      : "=r"(r)
+      : "r"(int(v)), "n"(128)
+      : "memory");
+  return r != 0;
+}
+
+// A block's data threads take their y words wd[i] (read from ptr[i], nullptr: none) once they all
+// carry `seq`. Optimistic: the words read first (issued by the caller, thread 0's clock at that
+// time in t_first) are used where every thread's carry the tag, the usual case when the CPU is
+// early (one PCIe round trip instead of a poll's and then the reads': the import blocks of a
+// product that fills the GPU become resident only as it ends, so both were on the critical path);
+// else thread 0 polls the word the CPU writes last (ll_await_block) and each thread reads its stale
+// words again. With `seen_at` (the recording block): as ll_await_block, with
+// *missed = 1 where the first reads missed.
+template <int V>
+__device__ __forceinline__ void ll_gather_block(const unsigned long long* const (&ptr)[V],
+                                                unsigned long long (&wd)[V],
+                                                const unsigned long long* last, uint32_t seq,
+                                                uint64_t t_first, uint64_t* seen_at,
+                                                int* missed) {
+  bool ok = HCI_OPTIMISTIC_Y != 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (ptr[i] && static_cast<uint32_t>(wd[i] >> 32) != seq) ok = false;
+  if (all_data_threads(ok)) {
+    if (seen_at && threadIdx.x == 0) {
+      *seen_at = t_first;
+      *missed = 0;
+    }
+    return;
+  }
+  ll_await_block(last, seq, seen_at, missed);
+  if (seen_at && threadIdx.x == 0) *missed = 1;
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    if (ptr[i]) wd[i] = __float_as_uint(ll_settle(wd[i], ptr[i], seq));  // (the value bits)
 }
 
 __device__ __forceinline__ uint32_t point_seq(const CompChannelDev& ch, int P, int p) {
@@ -95,6 +157,12 @@ __device__ __forceinline__ void publish_head(const CompChannelDev& ch, uint32_t 
                                              uint32_t rows_word) {
   ll_put(ch.head + 1, rows_word, seq);
   ll_put(ch.head, uint32_t(p), seq);
+}
+
+// Point p's input is all handed over now (its window starts): device clock into x_at[p]. One
+// block's stamp after its own words: the blocks of an export or import write theirs together.
+__device__ __forceinline__ void stamp_x(const CompChannelDev& ch, int p) {
+  if (ch.x_at) ch.x_at[p] = global_ns();
 }
 
 // HCINFER_HANDOFF_TRACE: point p's stamp k (from the recording thread).
@@ -116,6 +184,11 @@ __global__ void export_kernel(const T* __restrict__ in, int ld_in, int d_in, int
   const int c1 = min(d_in, c0 + kChunk);
   for (int c = c0 + threadIdx.x; c < c1; c += kThreads)
     ll_put(ch.x + int64_t(row) * d_in + c, to_float(in[int64_t(row) * ld_in + c]), seq);
+  // the hand-off time of the point's window (the last block, once its words are written)
+  if (blockIdx.x == gridDim.x - 1 && blockIdx.y == gridDim.y - 1) {
+    __syncthreads();
+    if (threadIdx.x == 0) stamp_x(ch, p);
+  }
 }
 
 // ---- import: take the CPU's correction and add it -----------------------------------------------
@@ -138,25 +211,42 @@ constexpr int kTimerThreads = 32;    // the timing warp
 
 // The timing warp's part; returns in every thread after the barrier, with the recording block's
 // thread 0 holding the wait in *w (ns) and the trace stamped.
+// Also the point's window (x handed over to the product's end) and, where the recording block's
+// first look at y missed it, the turnaround the GPU saw (x handed over to y found: *turn; 0 when
+// the correction was there at the first look).
+struct WaitTimes {
+  uint64_t t_prod, w, x_at, window, seen_at, turn;
+  int missed;
+};
+
 __device__ __forceinline__ void time_wait(const CompChannelDev& ch, int p, bool recorder,
-                                          bool timed, uint64_t* t_prod, uint64_t* w) {
+                                          bool timed, WaitTimes* wt) {
   if (recorder && timed && threadIdx.x == kImportThreads) {
     pdl_wait();
-    *t_prod = global_ns();
+    wt->t_prod = global_ns();
+    // x_at[p] was stamped by a kernel before the product (visible past the wait); 0 or a clock
+    // after t_prod (not stamped this pass): no window
+    const uint64_t xa = ch.x_at ? ch.x_at[p] : 0;
+    wt->x_at = xa > 0 && xa < wt->t_prod ? xa : 0;
+    wt->window = wt->x_at ? wt->t_prod - wt->x_at : 0;
   }
   __syncthreads();
   if (recorder && timed && threadIdx.x == 0) {
     const uint64_t t_both = global_ns();
-    *w = t_both > *t_prod ? t_both - *t_prod : 0;
-    trace(ch, p, kTraceProd, *t_prod);
+    wt->w = t_both > wt->t_prod ? t_both - wt->t_prod : 0;
+    wt->turn = wt->missed && wt->x_at && wt->seen_at > wt->x_at ? wt->seen_at - wt->x_at : 0;
+    trace(ch, p, kTraceProd, wt->t_prod);
     trace(ch, p, kTraceDone, t_both);
   }
 }
 
-__device__ __forceinline__ void store_wait(const CompChannelDev& ch, int p, uint64_t w) {
+__device__ __forceinline__ void store_wait(const CompChannelDev& ch, int p, const WaitTimes& wt) {
   // relaxed: read by the server once the next hand-off's HEAD is visible (a statistic: a late
   // value only shifts the controller's view by one pass)
-  store_sys_relaxed(ch.wait_ns + p, uint32_t(w > 0xFFFFFFFFull ? 0xFFFFFFFFull : w));
+  auto u32 = [](uint64_t v) { return uint32_t(v > 0xFFFFFFFFull ? 0xFFFFFFFFull : v); };
+  if (ch.window_ns) store_sys_relaxed(ch.window_ns + p, u32(wt.window));
+  if (ch.turn_ns) store_sys_relaxed(ch.turn_ns + p, u32(wt.turn));
+  store_sys_relaxed(ch.wait_ns + p, u32(wt.w));
 }
 
 // The y word of concatenated output column c of `row` (c < Σ_j d_out_j) and, in *col, the column
@@ -182,7 +272,11 @@ __device__ __forceinline__ const unsigned long long* y_word(const CompImport& d,
 __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
     import_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompChannelDev ch,
                   int P, int p, int record, int add) {
-  __shared__ uint64_t t_prod, w;
+  __shared__ WaitTimes wt;
+  if (threadIdx.x == 0) {  // (thread 0 alone writes and reads these until time_wait's barrier)
+    wt.missed = 0;
+    wt.seen_at = 0;
+  }
   pdl_trigger();
   const bool recorder = blockIdx.x == gridDim.x - 1 && blockIdx.y == gridDim.y - 1;
   const bool timed = record || ch.trace;
@@ -197,22 +291,23 @@ __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
       for (int j = 0; j < d.n; ++j) width += d.d_out[j];
       const int c = blockIdx.x * kImportThreads + threadIdx.x;
       int last_col;
-      ll_await_block(y_word(d, ch.y, n, row, min(width, (blockIdx.x + 1) * kImportThreads) - 1,
-                            &last_col),
-                     seq);
-      if (c < width) {
-        const unsigned long long* p = y_word(d, ch.y, n, row, c, &col);
-        y = ll_settle(ll_read(p), p, seq);
-      }
+      const unsigned long long* last =
+          y_word(d, ch.y, n, row, min(width, (blockIdx.x + 1) * kImportThreads) - 1, &last_col);
+      const uint64_t t_first = threadIdx.x == 0 ? global_ns() : 0;
+      const unsigned long long* ptr[1] = {c < width ? y_word(d, ch.y, n, row, c, &col) : nullptr};
+      unsigned long long wd[1] = {ptr[0] ? ll_read(ptr[0]) : 0ull};
+      ll_gather_block(ptr, wd, last, seq, t_first, recorder && timed ? &wt.seen_at : nullptr,
+                      &wt.missed);
+      if (ptr[0]) y = __uint_as_float(static_cast<uint32_t>(wd[0]));
     } else if (threadIdx.x == 0) {
       while (int32_t(load_sys_acquire(ch.done) - seq) < 0) {
       }
     }
   }
-  time_wait(ch, p, recorder, timed, &t_prod, &w);
+  time_wait(ch, p, recorder, timed, &wt);
   pdl_wait();  // the product's output is complete
   if (recorder && threadIdx.x == 0) {
-    if (record) store_wait(ch, p, w);
+    if (record) store_wait(ch, p, wt);
     trace(ch, p, kTraceReady, global_ns());
     trace(ch, p, kTraceKind, 1);
   }
@@ -241,7 +336,11 @@ template <typename T, int OP>
 __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
     import_then_kernel(float* __restrict__ out, int ld_out, int n, CompImport d, CompThen th,
                        CompChannelDev ch, int P, int p, int record) {
-  __shared__ uint64_t t_prod, w;
+  __shared__ WaitTimes wt;
+  if (threadIdx.x == 0) {  // (thread 0 alone writes and reads these until time_wait's barrier)
+    wt.missed = 0;
+    wt.seen_at = 0;
+  }
   pdl_trigger();
   const bool recorder = blockIdx.x == gridDim.x - 1 && blockIdx.y == gridDim.y - 1;
   const bool timed = record || ch.trace;
@@ -254,8 +353,10 @@ __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
   int col;
   if (threadIdx.x < kImportThreads) {
     const int c_last = min(th.d, (blockIdx.x + 1) * kThenSpan) - 1;
-    ll_await_block(y_word(d, ch.y, n, row, OP == kThenSilu ? th.d + c_last : c_last, &col), seq);
-    // every word's read issued first, then each settled (re-read only where not there yet)
+    const unsigned long long* last =
+        y_word(d, ch.y, n, row, OP == kThenSilu ? th.d + c_last : c_last, &col);
+    // every word's read issued first (one round trip for all), then gathered
+    const uint64_t t_first = threadIdx.x == 0 ? global_ns() : 0;
     const unsigned long long* ptr[V];
     unsigned long long wd[V];
 #pragma unroll
@@ -265,10 +366,12 @@ __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
       ptr[i] = c < th.d ? y_word(d, ch.y, n, row, cc, &col) : nullptr;
       wd[i] = ptr[i] ? ll_read(ptr[i]) : 0ull;
     }
+    ll_gather_block(ptr, wd, last, seq, t_first, recorder && timed ? &wt.seen_at : nullptr,
+                    &wt.missed);
 #pragma unroll
-    for (int i = 0; i < V; ++i) y[i] = ptr[i] ? ll_settle(wd[i], ptr[i], seq) : 0.f;
+    for (int i = 0; i < V; ++i) y[i] = ptr[i] ? __uint_as_float(static_cast<uint32_t>(wd[i])) : 0.f;
   }
-  time_wait(ch, p, recorder, timed, &t_prod, &w);
+  time_wait(ch, p, recorder, timed, &wt);
   const bool hand = th.next >= 0;
   const uint32_t next_seq = seq + uint32_t(th.next - p);
   if (hand && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
@@ -276,7 +379,7 @@ __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
                  uint32_t(n) | (OP == kThenAdd ? 0x40000000u /* kNormFlag */ : 0u));
   pdl_wait();  // the product's output is complete
   if (recorder && threadIdx.x == 0) {
-    if (record) store_wait(ch, p, w);
+    if (record) store_wait(ch, p, wt);
     trace(ch, p, kTraceReady, global_ns());
     trace(ch, p, kTraceKind, OP == kThenSilu ? 3 : 2);
   }
@@ -305,10 +408,14 @@ __global__ void __launch_bounds__(kImportThreads + kTimerThreads)
       }
     }
   }
-  if (recorder && threadIdx.x == 0) {
-    const uint64_t t = global_ns();
-    trace(ch, p, kTraceOp, t);
-    trace(ch, p, kTraceEnd, t);
+  if (recorder) {
+    if (hand) __syncthreads();  // (block-uniform) the block's words of `next` are written
+    if (threadIdx.x == 0) {
+      const uint64_t t = global_ns();
+      if (hand) stamp_x(ch, th.next);
+      trace(ch, p, kTraceOp, t);
+      trace(ch, p, kTraceEnd, t);
+    }
   }
 }
 

@@ -195,6 +195,7 @@ class GpuModel {
   void* cublas_ = nullptr;
   DeviceBuffer embed_, lm_head_own_, final_norm_, rope_, kc_, vc_, x_, xn_, att_, qkv_, gu_, h_,
       ct32_, ctT_, logits_, ints_, nll_, deq_, workspace_;
+  DeviceBuffer x_at_;   // [points] GPU clock at each point's hand-off (CompChannelDev::x_at)
   DeviceBuffer trace_;  // HCINFER_HANDOFF_TRACE=1: [points, kTraceSlots] import stamps
   // HCINFER_HANDOFF_TRACE=1: the last decode pass's import timings per input group, to stderr
   void print_handoff_trace();

@@ -149,10 +149,10 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
     max_width = std::max(max_width, w);
   }
   const int64_t hdr_b = align64(sizeof(ChannelHeader));
-  const int64_t wait_b = align64(int64_t(n_points_) * 4);
+  const int64_t wait_b = align64(int64_t(n_points_) * 4);  // wait_ns; window_ns, turn_ns alike
   const int64_t x_b = align64(int64_t(rows_) * max_din * 8);
   const int64_t y_b = align64(int64_t(rows_) * max_width * 8);
-  chan_bytes_ = hdr_b + wait_b + x_b + y_b;
+  chan_bytes_ = hdr_b + 3 * wait_b + x_b + y_b;
   HCI_CUDA(cudaHostAlloc(&chan_host_, size_t(chan_bytes_), cudaHostAllocMapped | cudaHostAllocPortable));
   std::memset(chan_host_, 0, size_t(chan_bytes_));
   uint8_t* h = static_cast<uint8_t*>(chan_host_);
@@ -163,14 +163,21 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   Channel ch;
   ch.hdr = hdr;
   ch.wait_ns = reinterpret_cast<const uint32_t*>(h + hdr_b);
-  ch.x = reinterpret_cast<const uint64_t*>(h + hdr_b + wait_b);
-  ch.y = reinterpret_cast<uint64_t*>(h + hdr_b + wait_b + x_b);
+  ch.window_ns = reinterpret_cast<const uint32_t*>(h + hdr_b + wait_b);
+  ch.turn_ns = reinterpret_cast<const uint32_t*>(h + hdr_b + 2 * wait_b);
+  ch.x = reinterpret_cast<const uint64_t*>(h + hdr_b + 3 * wait_b);
+  ch.y = reinterpret_cast<uint64_t*>(h + hdr_b + 3 * wait_b + x_b);
   auto dev_of = [&](const void* hp) {
     return d + (static_cast<const uint8_t*>(hp) - h);
   };
   chan_.head = reinterpret_cast<unsigned long long*>(dev_of(&hdr->head[0]));
   chan_.done = reinterpret_cast<uint32_t*>(dev_of(&hdr->done));
   chan_.wait_ns = reinterpret_cast<uint32_t*>(dev_of(ch.wait_ns));
+  chan_.window_ns = reinterpret_cast<uint32_t*>(dev_of(ch.window_ns));
+  chan_.turn_ns = reinterpret_cast<uint32_t*>(dev_of(ch.turn_ns));
+  x_at_ = DeviceBuffer(*alloc_, int64_t(n_points_) * 8, "hand-off stamps");
+  HCI_CUDA(cudaMemset(x_at_.get(), 0, size_t(x_at_.bytes())));
+  chan_.x_at = x_at_.as<unsigned long long>();
   chan_.x = reinterpret_cast<unsigned long long*>(dev_of(ch.x));
   chan_.y = reinterpret_cast<unsigned long long*>(dev_of(ch.y));
   // device word (zeroed with ints_): the pass counter
@@ -203,7 +210,7 @@ void GpuModel::setup_host_comp(const Model* m, uint64_t seed) {
   isolate_workers_ = cfg.isolate;
   cfg.controller = p_.rank_controller != 0;
   cfg.slowdown = p_.controller_slowdown_pct < 0    ? -1.0
-                 : p_.controller_slowdown_pct == 0 ? 0.03
+                 : p_.controller_slowdown_pct == 0 ? CompServerConfig{}.slowdown
                                                    : p_.controller_slowdown_pct / 100.0;
   cfg.rows_max = rows_;
   cfg.level = best_simd_level();

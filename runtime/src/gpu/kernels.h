@@ -238,6 +238,13 @@ struct CompChannelDev {
   unsigned long long* head = nullptr;  // [2] HEAD: (point, seq), (rows | flags, seq)
   uint32_t* done = nullptr;        // DONE (written by the CPU after all of Y; timing and cpu-sync)
   uint32_t* wait_ns = nullptr;     // [P] GPU spin before each point's correction was there
+  // [P] host: the point's window, GPU ns from its input handed over (x_at) to its backbone
+  // product's end: how long the CPU had before the GPU needed the correction (rank controller)
+  uint32_t* window_ns = nullptr;
+  // [P] host: the turnaround the GPU saw, x handed over to the correction found, where its first
+  // look missed the correction (0: it was there at the first look)
+  uint32_t* turn_ns = nullptr;
+  unsigned long long* x_at = nullptr;  // [P] device: GPU clock when point p's X was all written
   uint32_t* pass = nullptr;        // device: forward passes that used the channel so far
   uint32_t* passes = nullptr;      // host: passes ended (hetero/comp_server.h ChannelHeader)
   PassStampDev* stamps = nullptr;  // host [8]: GPU clock at each pass's begin and end

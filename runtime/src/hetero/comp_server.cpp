@@ -77,6 +77,16 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
     if (!sp.norm_gamma.empty() && int(sp.norm_gamma.size()) != sp.cp->d_in())
       fail(HCI_ERR_INVALID_ARGUMENT, "compensation server: a point's RMSNorm weights are not d_in long");
   level_.assign(points_.size(), 1.0);
+  for (const ServedPoint& sp : points_) {
+    std::vector<int> full(size_t(sp.cp->layers()));
+    for (int j = 0; j < sp.cp->layers(); ++j) full[size_t(j)] = sp.cp->r_max(j);
+    full_bytes_.push_back(double(sp.cp->bytes_read(full.data())));
+  }
+  lat_ns_.assign(points_.size(), {});
+  lat_n_.assign(points_.size(), 0);
+  low_passes_.assign(points_.size(), 0);
+  last_window_.assign(points_.size(), 0);
+  last_turn_.assign(points_.size(), 0);
   span_ns_.assign(points_.size(), 0);
   rows_.assign(points_.size(), 0);
   prefill_.assign(points_.size(), 0);
@@ -84,7 +94,6 @@ CompServer::CompServer(std::vector<ServedPoint> points, Channel ch, const CompSe
   pass_rank_.assign(size_t(n_linears_), 0.0);
   on_.assign(points_.size(), 1);
   starved_.assign(points_.size(), 0);
-  tried_.assign(points_.size(), 0);
   cost_ns_ = cfg_.point_cost_ns;
   const char* dp = std::getenv("HCINFER_DECODE_POOL");  // auto (default), small, large
   decode_pool_mode_ = dp && std::strcmp(dp, "small") == 0 ? 1 : dp && std::strcmp(dp, "large") == 0 ? 2 : 0;
@@ -126,6 +135,7 @@ void CompServer::restart() {
     std::lock_guard<std::mutex> lock(mu_);
     pending_wait_ = -1;
     pass_wait_ns_ = 0;
+    pass_late_ns_ = 0;
     pass_served_ = 0;
     pass_bytes_ = 0;
     std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
@@ -421,36 +431,88 @@ void CompServer::end_pass(uint32_t k) {
       rank_sum_[l] += pass_rank_[l];
     }
     st_.rank_fraction_sum += full > 0 ? used / full : 0.0;
+    if (!starving_.empty() && (since_change_ >= kSetPeriod || phase_ != Phase::Run)) {
+      // one set change for the points that starved since the last (on the set's schedule)
+      for (int q : starving_)
+        if (on_[size_t(q)]) {
+          ++starved_[size_t(q)];
+          set_on(q, false);
+        }
+      starving_.clear();
+      set_changed();
+    }
     if (cfg_.controller && s.t_end > s.t_begin)
-      control_points(int64_t(s.t_end - s.t_begin), pass_wait_ns_, pass_served_);
+      control_points(int64_t(s.t_end - s.t_begin), pass_late_ns_, pass_served_);
   }
-  if (s.decode && pass_served_ > 0)
+  // (with hysteresis: the controller's levels move the mean across the line from pass to pass,
+  // and each switch wakes the other pool's workers)
+  if (s.decode && pass_served_ > 0) {
+    const int64_t mean = pass_bytes_ / pass_served_;
     large_decode_ = decode_pool_mode_ == 2 ||
-                    (decode_pool_mode_ == 0 && pass_bytes_ / pass_served_ > kLargePointBytes);
+                    (decode_pool_mode_ == 0 &&
+                     (large_decode_ ? mean > kLargePointBytes / 2 : mean > kLargePointBytes));
+  }
   std::fill(pass_rank_.begin(), pass_rank_.end(), 0.0);
   pass_wait_ns_ = 0;
+  pass_late_ns_ = 0;
   pass_served_ = 0;
   pass_bytes_ = 0;
 }
 
 void CompServer::account_wait(int q) {
-  const uint32_t w = ch_.wait_ns ? reinterpret_cast<const std::atomic<uint32_t>*>(ch_.wait_ns)[q].load(
-                                       std::memory_order_acquire)
-                                 : 0;
+  auto read = [q](const uint32_t* a) {
+    return a ? reinterpret_cast<const std::atomic<uint32_t>*>(a)[q].load(std::memory_order_acquire)
+             : 0u;
+  };
+  const uint32_t w = read(ch_.wait_ns), window = read(ch_.window_ns), turn = read(ch_.turn_ns);
   std::lock_guard<std::mutex> lock(mu_);
   if (rows_[size_t(q)] == 0 || prefill_[size_t(q)]) return;
   st_.gpu_wait_ns += double(w);
+  st_.window_ns += double(window);
   pass_wait_ns_ += int64_t(w);
-  if (cfg_.controller) control(q, span_ns_[size_t(q)], int64_t(w));
+  // the part of the wait the CPU caused: its turnaround past the window (the rest of a wait is
+  // the GPU's own reads of y); without a window, all of it
+  pass_late_ns_ += window > 0 ? (turn > window ? int64_t(turn) - int64_t(window) : 0) : int64_t(w);
+  if (cfg_.controller)
+    control(q, span_ns_[size_t(q)], int64_t(w), int64_t(window), int64_t(turn));
 }
 
-void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
+void CompServer::control(int q, int64_t span_ns, int64_t wait_ns, int64_t window_ns,
+                         int64_t turn_ns) {
   double& lv = level_[size_t(q)];
-  if (wait_ns > cfg_.slack_ns) {
-    // The GPU reached its wait (span − wait) after the hand-off: fit 90% of that window. A wait
-    // longer than the whole span means the hand-off was seen late (latency, preemption): cut
-    // gently while the CPU's own work is substantial, and not at all once it is negligible (a
-    // rank cut cannot remove latency).
+  const bool waited = wait_ns > cfg_.slack_ns;
+  bool hopeless = false;
+  last_window_[size_t(q)] = window_ns;
+  last_turn_[size_t(q)] = turn_ns;
+  if (window_ns > 0) {
+    // The turnaround (x handed over to correction found), measured where the GPU's first look
+    // missed the correction; else the CPU's span plus the hand-off's latency both ways, learned
+    // from the passes where it was measured (a median: a preempted pass gives one sample far off).
+    const bool measured = turn_ns > 0;
+    if (measured) {
+      lat_ns_[size_t(q)][size_t(lat_n_[size_t(q)] % kLatSamples)] = double(turn_ns - span_ns);
+      ++lat_n_[size_t(q)];
+    }
+    const double turnaround = measured ? double(turn_ns) : double(span_ns) + latency(q);
+    // bytes the point may add (< 0: must shed) for its turnaround to fit (1 − margin) · window
+    const double fit = (1.0 - kWindowMargin) * double(window_ns);
+    const double bps = cpu_bps_ > 0 ? cpu_bps_ : kDefaultBps;
+    const double now = double(points_[size_t(q)].cp->bytes_read(ranks_[size_t(q)].data()));
+    const double target = std::clamp(
+        (now + (fit - turnaround) * 1e-9 * bps) / std::max(full_bytes_[size_t(q)], 1.0), 0.0, 1.0);
+    const bool over = measured && turnaround > fit;
+    if (over)
+      lv = std::min(lv, target);  // cut at once
+    else  // grow: half way to the fit, and by the probe at least (it finds λ and the margin)
+      lv = std::min(1.0, std::max(lv + 0.5 * (target - lv),
+                                  lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe)));
+    // a turnaround past the fit at rank 0: no rank would have brought it within the window
+    hopeless = over && now <= 0.0;
+  } else if (waited) {
+    // No window from the GPU: it reached its wait (span − wait) after the hand-off; fit 90% of
+    // that. A wait longer than the whole span means the hand-off was seen late (latency,
+    // preemption): cut gently while the CPU's own work is substantial, and not at all once it is
+    // negligible (a rank cut cannot remove latency).
     const int64_t window = span_ns - wait_ns;
     if (window > 0)
       lv *= std::clamp(0.9 * double(window) / double(span_ns), 0.05, 0.97);
@@ -460,19 +522,43 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns) {
     lv = std::min(1.0, lv + std::max(lv * cfg_.probe, 0.5 * cfg_.probe));
   }
   apply_level(q);
-  // every rank at 0: the point only costs its hand-off now
+  // Turnarounds that even rank 0 would not have fitted in kStarvePasses of the point's passes
+  // running: the point only costs its hand-off and its waits; turned off with the set's next
+  // change. (Without a window: every rank at 0 that long.)
   if (cfg_.slowdown >= 0 && phase_ == Phase::Run && on_[size_t(q)]) {
     bool zero = true;
     for (int r : ranks_[size_t(q)]) zero = zero && r == 0;
-    if (zero) {
+    int& low = low_passes_[size_t(q)];
+    low = (window_ns > 0 ? hopeless : zero) ? low + 1 : 0;
+    if (low >= kStarvePasses &&
+        std::find(starving_.begin(), starving_.end(), q) == starving_.end()) {
       if (controller_log())
-        std::fprintf(stderr, "ctl point %d starved (span %.1f us, wait %.1f us)\n", q,
-                     span_ns / 1e3, wait_ns / 1e3);
-      ++starved_[size_t(q)];
-      set_on(q, false);
-      set_changed();
+        std::fprintf(stderr,
+                     "ctl point %d starved (window %.1f us, turnaround %.1f us, span %.1f us, "
+                     "wait %.1f us)\n",
+                     q, window_ns / 1e3, turn_ns / 1e3, span_ns / 1e3, wait_ns / 1e3);
+      low = 0;
+      starving_.push_back(q);
     }
   }
+}
+
+double CompServer::latency(int q) const {
+  auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + ptrdiff_t(v.size() / 2), v.end());
+    return v[v.size() / 2];
+  };
+  auto samples = [&](int p, std::vector<double>& v) {
+    const int n = std::min(lat_n_[size_t(p)], kLatSamples);
+    v.insert(v.end(), lat_ns_[size_t(p)].begin(), lat_ns_[size_t(p)].begin() + n);
+  };
+  std::vector<double> v;
+  if (lat_n_[size_t(q)] >= 3) {
+    samples(q, v);
+    return median(std::move(v));
+  }
+  for (int p = 0; p < n_points(); ++p) samples(p, v);
+  return v.empty() ? 4000.0 : median(std::move(v));  // (none yet: a few microseconds)
 }
 
 void CompServer::apply_level(int p) {
@@ -494,26 +580,29 @@ void CompServer::set_on(int p, bool on) {
       full[size_t(j)] = cp.r_max(j);
     }
     double& lv = level_[size_t(p)];
-    // A point never measured starts where its work would take kStartNs at the CPU's measured
-    // speed (at full rank it could take milliseconds, each a GPU wait); the probe grows it.
-    if (!tried_[size_t(p)] && cpu_bps_ > 0) {
+    // A point turned on starts where its work would take kStartNs at the CPU's measured speed
+    // (at its old level, or at full rank, it could take far longer than its window: the CPU's
+    // speed and the other points have changed meanwhile, and each pass over costs a GPU wait);
+    // the controller grows it from there within a few passes.
+    if (cpu_bps_ > 0) {
       const double full_b = double(cp.bytes_read(full.data()));
       lv = std::min(lv, kStartNs * 1e-9 * cpu_bps_ / std::max(full_b, 1.0));
     }
-    tried_[size_t(p)] = 1;
     if (rmax > 0) lv = std::max(lv, 1.0 / rmax);  // at least rank 1 somewhere
   }
   apply_level(p);
 }
 
 double CompServer::value(int p) const {
+  // the ranks it keeps (a point off: those it kept when last on); 0 once starved
+  if (starved_[size_t(p)] > 0) return 0.0;
   const CompPoint& cp = *points_[size_t(p)].cp;
   double r = 0;
   for (int j = 0; j < cp.layers(); ++j) r += cp.r_max(j);
-  return r / (1.0 + starved_[size_t(p)]);
+  return r * std::max(level_[size_t(p)], 1e-3);
 }
 
-void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
+void CompServer::control_points(int64_t step_ns, int64_t late_ns, int served) {
   if (cfg_.slowdown < 0) return;
   constexpr size_t kCalibPasses = 3;
   const int P = n_points();
@@ -521,10 +610,35 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
     int n_on = 0;
     for (char c : on_) n_on += c ? 1 : 0;
     std::fprintf(stderr,
-                 "ctl phase %d skip %d since %d step %.1f us t0 %.1f us served %d on %d wait %.1f "
+                 "ctl phase %d skip %d since %d step %.1f us t0 %.1f us served %d on %d CPU-caused wait %.1f "
                  "us cost %.2f us\n",
                  int(phase_), skip_, since_change_, step_ns / 1e3, t0_ns_ / 1e3, served, n_on,
-                 wait_ns / 1e3, cost_ns_ / 1e3);
+                 late_ns / 1e3, cost_ns_ / 1e3);
+    if (phase_ == Phase::Run && passes_run_ % 32 == 0)  // per point % 4 (a dense block's groups)
+      for (int g = 0; g < 4; ++g) {
+        double win = 0, span = 0, turn = 0, lv = 0, lat = 0;
+        int cnt = 0, off = 0, measured = 0;
+        for (int p = g; p < P; p += 4) {
+          if (!on_[size_t(p)]) {
+            ++off;
+            continue;
+          }
+          win += double(last_window_[size_t(p)]);
+          span += double(span_ns_[size_t(p)]);
+          turn += double(last_turn_[size_t(p)]);
+          measured += last_turn_[size_t(p)] > 0 ? 1 : 0;
+          lv += level_[size_t(p)];
+          lat += latency(p);
+          ++cnt;
+        }
+        const double c = std::max(cnt, 1);
+        std::fprintf(stderr,
+                     "ctl points %% 4 = %d: %d on, %d off; means of those on: window %.1f us, "
+                     "span %.1f us, latency %.1f us, level %.3f; turnaround %.1f us where "
+                     "measured (%d) (CPU %.2f GB/s)\n",
+                     g, cnt, off, win / c / 1e3, span / c / 1e3, lat / c / 1e3, lv / c,
+                     measured ? turn / measured / 1e3 : 0.0, measured, cpu_bps_ / 1e9);
+      }
   }
   // points by value, best first; ties: the longer backbone product (more time to hide under)
   auto ranked = [&](bool on) {
@@ -575,50 +689,65 @@ void CompServer::control_points(int64_t step_ns, int64_t wait_ns, int served) {
       version_ = saved_version_;
       return;
     }
-    const int k = std::min(P, int(cfg_.slowdown * double(t0_ns_) / std::max(cost_ns_, 1.0)));
-    const std::vector<int> best = ranked(false);
-    for (int i = 0; i < k; ++i) set_on(best[size_t(i)], true);
+    // every point on (but the starved); the budget then turns off the least valuable
+    for (int p = 0; p < P; ++p)
+      if (starved_[size_t(p)] == 0) set_on(p, true);
     set_changed();
     return;
   }
   if (++passes_run_ >= cfg_.recalib_passes) {  // measure the backbone again
     phase_ = Phase::Start;
-    control_points(step_ns, wait_ns, served);
+    control_points(step_ns, late_ns, served);
     return;
   }
   ++since_change_;
+  ++since_off_;
   recent_.push_back(step_ns);
-  own_.push_back(step_ns - wait_ns);
-  if (since_change_ < 3) return;
-  auto median3 = [](const std::vector<int64_t>& v) {
-    std::vector<int64_t> last(v.end() - 3, v.end());
-    std::sort(last.begin(), last.end());
-    return double(last[1]);
+  own_.push_back(step_ns - late_ns);
+  // Decisions on the set at most every kSetPeriod passes, from the median of its last
+  // kSetPeriod: each change re-captures the engine's decode graph (milliseconds of host time, the
+  // GPU idle) and its first passes run with points new to their levels.
+  if (since_change_ < kSetPeriod) return;
+  auto median = [](const std::vector<int64_t>& v) {
+    std::vector<int64_t> last(v.end() - kSetPeriod, v.end());
+    std::nth_element(last.begin(), last.begin() + kSetPeriod / 2, last.end());
+    return double(last[kSetPeriod / 2]);
   };
-  const double t = median3(recent_);  // median of the last three passes
-  const double own = median3(own_);   // the same without the GPU's waits
+  const double t = median(recent_);  // the step
+  const double own = median(own_);   // the same without the waits the CPU caused
   int n_on = 0;
   for (char c : on_) n_on += c ? 1 : 0;
   if (served != n_on) return;  // an older set still ran
   // A point's GPU cost from the difference between this set and the one before it (measured
   // minutes apart the backbone's own step has grown with the context, so not against t0), once
-  // per set.
-  if (since_change_ == 3 && n_on != prev_n_) {
+  // per set: taken as it is where many points changed, else averaged with the estimate before.
+  if (since_change_ == kSetPeriod && n_on != prev_n_) {
     const double c_obs = (own - prev_own_ns_) / double(n_on - prev_n_);
-    if (c_obs > 0) cost_ns_ = std::clamp(0.5 * cost_ns_ + 0.5 * c_obs, 500.0, 100000.0);
+    if (c_obs > 0)
+      cost_ns_ = std::clamp(std::abs(n_on - prev_n_) >= 4 ? c_obs : 0.5 * cost_ns_ + 0.5 * c_obs,
+                            500.0, 100000.0);
   }
   prev_own_ns_ = own;
   prev_n_ = n_on;
-  const double per = cost_ns_ + (served > 0 ? double(wait_ns) / served : 0.0);
-  const double excess = t - (1.0 + cfg_.slowdown) * double(t0_ns_);
-  if (excess > 0 && n_on > 0) {
+  // Points off where the step without the CPU's lateness is over budget: that is the points'
+  // own GPU cost, which only fewer points can lower (the lateness is the levels' to remove, and
+  // they do within a few passes). Points back on only where the whole step has room for two
+  // points' cost, and not within kOffCooldown passes of turning some off (no see-saw).
+  const double budget = (1.0 + cfg_.slowdown) * double(t0_ns_);
+  const double over = own - budget, excess = t - budget;
+  const double per = cost_ns_;
+  if (over > 0 && n_on > 0) {
     const std::vector<int> on = ranked(true);
-    const int k = std::min(n_on, int(std::ceil(excess / per)));
+    const int k = std::min(n_on, int(std::ceil(over / per)));
     for (int i = 0; i < k; ++i) set_on(on[on.size() - 1 - size_t(i)], false);
+    since_off_ = 0;
     set_changed();
-  } else if (-excess > 1.5 * cost_ns_ && since_change_ >= 8 && n_on < P) {
-    const std::vector<int> off = ranked(false);
-    const int k = std::clamp(int(-excess / (1.5 * per)), 1, int(off.size()));
+  } else if (-excess > 2.0 * cost_ns_ && since_off_ >= kOffCooldown && n_on < P) {
+    std::vector<int> off = ranked(false);
+    off.erase(std::remove_if(off.begin(), off.end(), [&](int p) { return value(p) <= 0; }),
+              off.end());  // (the starved stay off)
+    if (off.empty()) return;
+    const int k = std::clamp(int(-excess / (2.0 * per)), 1, int(off.size()));
     for (int i = 0; i < k; ++i) set_on(off[size_t(i)], true);
     set_changed();
   }

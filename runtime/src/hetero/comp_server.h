@@ -12,9 +12,14 @@
 //   Y  [Σ_j rows · d_out_j] = y_0 | y_1 |…  tagged float32, y_j [rows, d_out_j], by the CPU
 // When HEAD[1] carries kNormFlag, X is the residual stream before the point's RMSNorm and the
 // server applies it (ServedPoint::norm_gamma), rounding to the activation type as the GPU does.
-// The GPU also records, per point, how long it spun waiting for the correction (wait_ns[p], its
-// own clock, from the CPU's DONE word); the server reads point p's figure once point p+1 has been
-// handed over (by then the GPU has written it), for the statistics and the controller.
+// The GPU also records, per point, on its own clock: how long it spun after the product waiting
+// for the correction (wait_ns[p]; this includes its own PCIe reads of Y where its import kernel
+// became resident only as the product ended, so it is not the CPU's lateness), the point's window
+// (window_ns[p]: its input handed over to its backbone product's end, the time the CPU had), and
+// where its first look at the correction missed it, the turnaround (turn_ns[p]: input handed over
+// to correction found; 0 when the correction was there at the first look). The server reads
+// point p's figures once point p+1 has been handed over (by then the GPU has written them), for
+// the statistics and the controller.
 //
 // Between decode hand-offs the workers prefetch the next points' factors (prefetch_points, the
 // parts each worker reads: CompPoint::worker_ranges) into their L2 caches, until the next
@@ -27,30 +32,37 @@
 //  - Ranks within a point: each point has a level in [0, 1] and uses the rank prefix
 //    round(level · r_max_j) of each of its layers (factors are ordered by singular value, so a
 //    prefix is the best answer of its rank; r_max_j comes from the sensitivity-aware allocation,
-//    so the controller scales that allocation per point). After each pass it compares the point's
-//    CPU span (x received to correction published) with the GPU's wait: a wait above `slack_ns`
-//    means the CPU was on the critical path, and the level is cut so that the span would fit 90%
-//    of the GPU's window (span − wait); otherwise the level grows by `probe` per pass, to find the
-//    window again when the CPU speeds up (by `probe` relative, at least `probe` / 2).
+//    so the controller scales that allocation per point). After each pass it sets the level from
+//    the point's own figures: its window W, the turnaround T the GPU saw (where its first look
+//    missed the correction), the CPU's span s (HEAD seen to correction published) and the factor
+//    bytes read. Where T is not known (the correction was there at the first look) it is taken as
+//    s + λ, λ (the hand-off's latency both ways, T − s) learned from the passes where it was. The
+//    slack (1 − kWindowMargin) · W − T, times the CPU's factor throughput, is the bytes the point
+//    may add (or must shed): a measured T past that margin cuts the level to fit at once;
+//    otherwise it grows half way toward the fit, and by `probe` at least (which finds λ and the
+//    margin again when the CPU speeds up). A point whose measured turnaround would not fit even at
+//    rank 0, kStarvePasses of its passes running, is turned off ("starved") and stays off: its
+//    window is the GPU's product time, which does not change. (Without a window from the GPU,
+//    e.g. an older channel: the level is cut to fit 90% of span − wait after a wait above
+//    `slack_ns` and grows by `probe` otherwise.)
 //  - Which points are handed over at all: a point costs the GPU its hand-off kernels (and the
 //    fusions its correction blocks) even at rank 0, microseconds against a decode step of a
 //    millisecond or two. The GPU stamps every pass's begin and end (PassStamp); the controller
-//    first measures the backbone alone (every point off, `kCalibPasses` passes), then keeps the
-//    decode step within (1 + slowdown) of it: when slower it turns off the points of least value,
-//    when there is room for more it turns points back on (value: the allocation's Σ r_max, less
-//    for a point that starved before; ties go to the point with the longest backbone product, the
-//    widest window; a point turned on the first time starts at the level whose work would take
-//    kStartNs at the CPU's measured speed, and the probe grows it), and
-//    a point whose ranks have all reached 0 is turned off. A point's GPU cost is estimated from
-//    the step times of consecutive sets (their difference over the difference in points on). The
-//    engine reads the set (active_points) before each decode step; an "off" point runs the plain
-//    backbone path, with no hand-off. The backbone measurement is repeated every
+//    first measures the backbone alone (every point off, `kCalibPasses` passes), then turns every
+//    point on (but the starved) and keeps the decode step within (1 + slowdown) of the
+//    backbone's: when slower it turns off the points of least value (the ranks they keep), when
+//    there is room for more it turns points back on (a point turned on the first time starts at
+//    the level whose work would take kStartNs at the CPU's measured speed). A point's GPU cost is
+//    estimated from the step times of consecutive sets (their difference over the difference in
+//    points on). The engine reads the set (active_points) before each decode step; an "off" point
+//    runs the plain backbone path, with no hand-off. The backbone measurement is repeated every
 //    `recalib_passes` decode passes (its step grows with the context), after which the set in
 //    force returns under its old version (the engine keeps that graph). Off points report rank 0.
 // MoE: a routed expert's branch is a point too; a pass visits only the routed experts' points,
 // which the header's point id already allows (the server accepts any increasing sequence).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -99,6 +111,8 @@ struct Channel {
   const uint64_t* x = nullptr;           // tagged [rows_max, max d_in]
   uint64_t* y = nullptr;                 // tagged [rows_max · max Σ_j d_out_j]
   const uint32_t* wait_ns = nullptr;     // [P] GPU spin per point (0 when not measured)
+  const uint32_t* window_ns = nullptr;   // [P] GPU window per point (0 / nullptr: not measured)
+  const uint32_t* turn_ns = nullptr;     // [P] GPU-seen turnaround (0: not known this pass)
 };
 
 // One point as the server sees it.
@@ -121,7 +135,10 @@ struct CompServerConfig {
   SimdLevel level = SimdLevel::Scalar;
   int64_t slack_ns = 1500;  // controller: GPU waits below this count as none
   double probe = 0.02;      // controller: relative level increase per pass without a wait
-  double slowdown = 0.03;   // controller: decode steps may take (1 + slowdown) × the backbone's
+  // controller: decode steps may take (1 + slowdown) × the backbone's (< 0: every point stays
+  // on, ranks only). Every point on costs the GPU ~4.5% in hand-offs alone (H100, W4 7B on 16
+  // SMs), so a budget below that can only be met by turning most points off.
+  double slowdown = 0.08;
   double point_cost_ns = 6000;  // controller: first guess of a point's GPU cost (then measured)
   int recalib_passes = 128;     // controller: decode passes between backbone measurements
   bool isolate = false;     // keep the process's other threads off the workers' cores
@@ -137,6 +154,7 @@ struct CompServerConfig {
 struct CompServerStats {
   int64_t steps = 0;
   double cpu_busy_ns = 0, gpu_wait_ns = 0;
+  double window_ns = 0;  // Σ of the points' windows (the GPU's, where it measured them)
   int64_t bytes_to_host = 0, bytes_to_device = 0, factor_bytes_read = 0;
   double rank_fraction_sum = 0;
   int64_t prefill_rows = 0;
@@ -193,10 +211,10 @@ class CompServer {
               SpinBarrier& bar, std::atomic<bool>& stopped);
   void end_pass(uint32_t k);
   void account_wait(int q);
-  void control(int q, int64_t span_ns, int64_t wait_ns);
+  void control(int q, int64_t span_ns, int64_t wait_ns, int64_t window_ns, int64_t turn_ns);
   void apply_level(int p);
-  // the point set (under mu_)
-  void control_points(int64_t step_ns, int64_t wait_ns, int served);
+  // the point set (under mu_); late_ns: the GPU's waits the CPU caused in the pass
+  void control_points(int64_t step_ns, int64_t late_ns, int served);
   void set_on(int p, bool on);
   void set_changed();  // a new set: a new version, and its passes measured afresh
   double value(int p) const;
@@ -224,15 +242,33 @@ class CompServer {
   std::mutex mu_;  // guards everything below against the API thread
   std::vector<std::vector<int>> ranks_;  // per point, per layer: ranks in use
   std::vector<double> level_;            // controller level per point
+  std::vector<double> full_bytes_;       // per point: factor bytes read at the full ranks
+  // per point: the hand-off's latency both ways (ns: turnaround − span), the last kLatSamples of
+  // the passes where the GPU measured the turnaround (a ring; lat_n_ counts them all)
+  static constexpr int kLatSamples = 8;
+  std::vector<std::array<double, kLatSamples>> lat_ns_;
+  std::vector<int> lat_n_;
+  double latency(int q) const;  // the median of q's samples (of every point's while q has < 3)
+  std::vector<int> low_passes_;          // per point: passes running with every rank at 0
+  std::vector<int64_t> last_window_, last_turn_;  // per point: the last pass's (controller log)
+  std::vector<int> starving_;            // points to turn off at the pass end (starved)
+  static constexpr double kWindowMargin = 0.1;  // of a window, left free for jitter
+  static constexpr int kStarvePasses = 3;
+  static constexpr int kSetPeriod = 8;     // passes between decisions on the point set
+  static constexpr int kOffCooldown = 64;  // passes after turning points off before any go on
+  int since_off_ = 1 << 20;              // passes since points were last turned off (budget)
+  static constexpr double kDefaultBps = 10e9;   // CPU factor bytes/s before one is measured
   std::vector<int64_t> span_ns_;         // last span per point
   std::vector<int> rows_;                // rows of the last hand-off per point
   std::vector<char> prefill_;            // whether it was a prefill pass
   std::vector<double> rank_sum_;         // per linear: Σ ranks over decode passes
   std::vector<double> pass_rank_;        // per linear: Σ ranks served in the pass in flight
   int64_t pass_wait_ns_ = 0;             // GPU waits of the pass in flight
+  int64_t pass_late_ns_ = 0;             // the part of them the CPU caused (turnaround > window)
   int pass_served_ = 0;                  // decode hand-offs of the pass in flight
   int64_t pass_bytes_ = 0;               // their factor bytes
   // decode hand-offs on the large pool: the last decode pass averaged more than this per point
+  // (back to the small one below half of it)
   static constexpr int64_t kLargePointBytes = 1 << 20;
   bool large_decode_ = false;
   int decode_pool_mode_ = 0;             // HCINFER_DECODE_POOL: 0 auto, 1 small, 2 large
@@ -242,7 +278,6 @@ class CompServer {
   // the point set (controller)
   std::vector<char> on_;                 // per point: handed over in decode passes
   std::vector<int> starved_;             // per point: times turned off at rank 0
-  std::vector<char> tried_;              // per point: turned on by the controller before
   double cpu_bps_ = 0;                   // factor bytes per second of decode passes (EMA)
   static constexpr double kStartNs = 4000;  // CPU work of a point turned on for the first time
   uint64_t version_ = 1;
