@@ -736,7 +736,7 @@ void CompServer::control_points(int64_t step_ns, int64_t late_ns, int served) {
   const double budget = (1.0 + cfg_.slowdown) * double(t0_ns_);
   const double over = own - budget, excess = t - budget;
   const double per = cost_ns_;
-  if (over > 0 && n_on > 0) {
+  if (over > 0.5 * per && n_on > 0) {  // (half a point's cost of dead band: noise)
     const std::vector<int> on = ranked(true);
     const int k = std::min(n_on, int(std::ceil(over / per)));
     for (int i = 0; i < k; ++i) set_on(on[on.size() - 1 - size_t(i)], false);

@@ -50,8 +50,10 @@
 //    millisecond or two. The GPU stamps every pass's begin and end (PassStamp); the controller
 //    first measures the backbone alone (every point off, `kCalibPasses` passes), then turns every
 //    point on (but the starved) and keeps the decode step within (1 + slowdown) of the
-//    backbone's: when slower it turns off the points of least value (the ranks they keep), when
-//    there is room for more it turns points back on (a point turned on the first time starts at
+//    backbone's, deciding every kSetPeriod passes (each change re-captures the engine's decode
+//    graph): when the step less the waits the CPU caused is over, it turns off the points of
+//    least value (the ranks they keep), when the whole step has room for two points' cost it
+//    turns points back on (not within kOffCooldown passes of turning some off) (a point turned on the first time starts at
 //    the level whose work would take kStartNs at the CPU's measured speed). A point's GPU cost is
 //    estimated from the step times of consecutive sets (their difference over the difference in
 //    points on). The engine reads the set (active_points) before each decode step; an "off" point
@@ -254,7 +256,7 @@ class CompServer {
   std::vector<int> starving_;            // points to turn off at the pass end (starved)
   static constexpr double kWindowMargin = 0.1;  // of a window, left free for jitter
   static constexpr int kStarvePasses = 3;
-  static constexpr int kSetPeriod = 8;     // passes between decisions on the point set
+  static constexpr int kSetPeriod = 16;    // passes between decisions on the point set
   static constexpr int kOffCooldown = 64;  // passes after turning points off before any go on
   int since_off_ = 1 << 20;              // passes since points were last turned off (budget)
   static constexpr double kDefaultBps = 10e9;   // CPU factor bytes/s before one is measured
