@@ -53,10 +53,10 @@
 //    backbone's, deciding every kSetPeriod passes (each change re-captures the engine's decode
 //    graph): when the step less the waits the CPU caused is over, it turns off the points of
 //    least value (the ranks they keep), when the whole step has room for two points' cost it
-//    turns points back on (not within kOffCooldown passes of turning some off) (a point turned on the first time starts at
-//    the level whose work would take kStartNs at the CPU's measured speed). A point's GPU cost is
-//    estimated from the step times of consecutive sets (their difference over the difference in
-//    points on). The engine reads the set (active_points) before each decode step; an "off" point
+//    turns points back on (not within kOffCooldown passes of turning some off; a point turned on
+//    starts at the level whose work would take kStartNs at the CPU's measured speed). A point's
+//    GPU cost is estimated from the step times of consecutive sets (their difference over the
+//    difference in points on). The engine reads the set (active_points) before each decode step; an "off" point
 //    runs the plain backbone path, with no hand-off. The backbone measurement is repeated every
 //    `recalib_passes` decode passes (its step grows with the context), after which the set in
 //    force returns under its old version (the engine keeps that graph). Off points report rank 0.
