@@ -49,6 +49,16 @@ std::vector<ServedPoint> tiny_points(FactorType type, int r) {
   return pts;
 }
 
+// A one-layer point d_in → d_out = d of rank r (float32 factors, random from `seed`).
+ServedPoint one_layer_point(int d, int r, int linear, uint64_t seed) {
+  ServedPoint sp;
+  sp.cp = std::make_unique<CompPoint>(d, std::vector<int>{d}, std::vector<int>{r}, FactorType::F32);
+  sp.linear = {linear};
+  WorkerPool fill(1);
+  sp.cp->fill_random(seed, 0.02f, fill);
+  return sp;
+}
+
 // The channel's memory, as the engine lays it out in mapped host memory.
 struct FakeChannel {
   ChannelHeader hdr;
@@ -378,15 +388,7 @@ TEST(controller_turns_off_a_point_whose_window_is_shorter_than_its_round_trip) {
   std::vector<ServedPoint> pts;
   const int d[2] = {64, 16384}, rmax[2] = {8, 4};
   const int64_t window[2] = {2000000, 1000};
-  for (int p = 0; p < 2; ++p) {
-    ServedPoint sp;
-    sp.cp = std::make_unique<CompPoint>(d[p], std::vector<int>{d[p]}, std::vector<int>{rmax[p]},
-                                        FactorType::F32);
-    sp.linear = {p};
-    WorkerPool fill(1);
-    sp.cp->fill_random(uint64_t(p + 1), 0.02f, fill);
-    pts.push_back(std::move(sp));
-  }
+  for (int p = 0; p < 2; ++p) pts.push_back(one_layer_point(d[p], rmax[p], p, uint64_t(p + 1)));
   CompServerConfig cfg;
   cfg.rows_max = 1;
   cfg.controller = true;
@@ -431,15 +433,7 @@ TEST(controller_turns_off_a_point_whose_window_is_shorter_than_its_round_trip) {
 TEST(controller_keeps_the_points_that_fit_the_slowdown) {
   std::vector<ServedPoint> pts;
   const int rmax[4] = {2, 8, 1, 4};  // values: point 1 > 3 > 0 > 2
-  for (int p = 0; p < 4; ++p) {
-    ServedPoint sp;
-    sp.cp = std::make_unique<CompPoint>(64, std::vector<int>{64}, std::vector<int>{rmax[p]},
-                                        FactorType::F32);
-    sp.linear = {p};
-    WorkerPool fill(1);
-    sp.cp->fill_random(uint64_t(p + 1), 0.02f, fill);
-    pts.push_back(std::move(sp));
-  }
+  for (int p = 0; p < 4; ++p) pts.push_back(one_layer_point(64, rmax[p], p, uint64_t(p + 1)));
   CompServerConfig cfg;
   cfg.rows_max = 1;
   cfg.controller = true;

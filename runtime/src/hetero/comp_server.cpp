@@ -490,8 +490,9 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns, int64_t window
     // from the passes where it was measured (a median: a preempted pass gives one sample far off).
     const bool measured = turn_ns > 0;
     if (measured) {
-      lat_ns_[size_t(q)][size_t(lat_n_[size_t(q)] % kLatSamples)] = double(turn_ns - span_ns);
-      ++lat_n_[size_t(q)];
+      const double l = double(turn_ns - span_ns);
+      lat_ns_[size_t(q)][size_t(lat_n_[size_t(q)]++ % kLatSamples)] = l;
+      lat_all_[size_t(lat_all_n_++ % kLatAllSamples)] = l;
     }
     const double turnaround = measured ? double(turn_ns) : double(span_ns) + latency(q);
     // bytes the point may add (< 0: must shed) for its turnaround to fit (1 − margin) · window
@@ -544,21 +545,16 @@ void CompServer::control(int q, int64_t span_ns, int64_t wait_ns, int64_t window
 }
 
 double CompServer::latency(int q) const {
-  auto median = [](std::vector<double> v) {
-    std::nth_element(v.begin(), v.begin() + ptrdiff_t(v.size() / 2), v.end());
-    return v[v.size() / 2];
+  // a median of the first n values of a ring, on the stack (called per point per pass)
+  auto median = [](const auto& a, int n) {
+    auto v = a;
+    std::nth_element(v.begin(), v.begin() + n / 2, v.begin() + n);
+    return v[size_t(n / 2)];
   };
-  auto samples = [&](int p, std::vector<double>& v) {
-    const int n = std::min(lat_n_[size_t(p)], kLatSamples);
-    v.insert(v.end(), lat_ns_[size_t(p)].begin(), lat_ns_[size_t(p)].begin() + n);
-  };
-  std::vector<double> v;
-  if (lat_n_[size_t(q)] >= 3) {
-    samples(q, v);
-    return median(std::move(v));
-  }
-  for (int p = 0; p < n_points(); ++p) samples(p, v);
-  return v.empty() ? 4000.0 : median(std::move(v));  // (none yet: a few microseconds)
+  const int n = lat_n_[size_t(q)];
+  if (n >= 3) return median(lat_ns_[size_t(q)], std::min(n, kLatSamples));
+  // too few of its own: the last samples of any point (none yet: a few microseconds)
+  return lat_all_n_ > 0 ? median(lat_all_, std::min(lat_all_n_, kLatAllSamples)) : 4000.0;
 }
 
 void CompServer::apply_level(int p) {
@@ -610,8 +606,8 @@ void CompServer::control_points(int64_t step_ns, int64_t late_ns, int served) {
     int n_on = 0;
     for (char c : on_) n_on += c ? 1 : 0;
     std::fprintf(stderr,
-                 "ctl phase %d skip %d since %d step %.1f us t0 %.1f us served %d on %d CPU-caused wait %.1f "
-                 "us cost %.2f us\n",
+                 "ctl phase %d skip %d since %d step %.1f us t0 %.1f us served %d on %d "
+                 "CPU-caused wait %.1f us cost %.2f us\n",
                  int(phase_), skip_, since_change_, step_ns / 1e3, t0_ns_ / 1e3, served, n_on,
                  late_ns / 1e3, cost_ns_ / 1e3);
     if (phase_ == Phase::Run && passes_run_ % 32 == 0)  // per point % 4 (a dense block's groups)

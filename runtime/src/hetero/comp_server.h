@@ -250,7 +250,11 @@ class CompServer {
   static constexpr int kLatSamples = 8;
   std::vector<std::array<double, kLatSamples>> lat_ns_;
   std::vector<int> lat_n_;
-  double latency(int q) const;  // the median of q's samples (of every point's while q has < 3)
+  static constexpr int kLatAllSamples = 64;
+  std::array<double, kLatAllSamples> lat_all_{};  // the same over every point (a ring) ...
+  int lat_all_n_ = 0;                             // ... and its count
+  double latency(int q) const;  // the median of q's samples (of the last of any point's while
+                                // q has fewer than 3)
   std::vector<int> low_passes_;          // per point: passes running with every rank at 0
   std::vector<int64_t> last_window_, last_turn_;  // per point: the last pass's (controller log)
   std::vector<int> starving_;            // points to turn off at the pass end (starved)
