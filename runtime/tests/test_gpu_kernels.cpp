@@ -368,9 +368,12 @@ QData make_q(int d_out, int d_in, int bits, int group) {
 
 namespace {
 // Batch-1 packed kernel choice by test index: 0 tensor-core, 1 SIMT, 2..6 the streaming kernel
-// in configuration 0..4, 7 the lean 4-bit kernel (the streaming one where it does not apply).
+// in configuration 0..4, 7 the lean 4-bit kernel (the streaming one where it does not apply), 8
+// the lean kernel's tensor-core scheme, 9 that scheme for rows longer than 4096 only (default).
 void set_kernel_choice(int kernel) {
   if (kernel == 7) return set_qgemv_nb1_kernel(3);
+  if (kernel == 8) return set_qgemv_nb1_kernel(4);
+  if (kernel == 9) return set_qgemv_nb1_kernel(5);
   set_qgemv_nb1_kernel(std::min(kernel, 2), kernel >= 2 ? kernel - 2 : -1);
 }
 }  // namespace
@@ -415,7 +418,7 @@ TEST(packed_gemv_matches_reference) {
   std::vector<double> ref(64);
   ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), 1, ref.data());
   for (int i = 0; i < 64; ++i) ref[size_t(i)] += y0[size_t(i)];
-  for (int kernel : {0, 1, 2, 3, 4, 5, 6, 7}) {
+  for (int kernel : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
     set_kernel_choice(kernel);
     DeviceBuffer X = up(xb), Y = up(y0);
     qgemv(q.view(), X.get(), 256, 1, Y.as<float>(), 64, true, nullptr);
@@ -455,7 +458,8 @@ TEST(silu_epilogues_match_reference) {
     // packed (tensor-core kernel), 4 and 8 bits, folded and unfolded scales; batch 1 also the
     // streaming kernel, every bit width
     double e2 = 0;
-    for (int kernel : {0, 2, 3, 4, 5, 6, 7})  // 2..6 streaming, configuration 0..4; 7 lean W4
+    // 2..6 streaming, configuration 0..4; 7 lean W4; 8 tensor-core W4 (batch 1)
+    for (int kernel : {0, 2, 3, 4, 5, 6, 7, 8, 9})
       for (int bits : {2, 3, 4, 8})
         for (int group : {64, 128}) {
           if (kernel >= 2 ? nb != 1 : (bits == 2 || bits == 3)) continue;
@@ -796,7 +800,8 @@ TEST(norm_epilogues_match_cpu) {
     QData q = make_q(d, d_in, 4, 128);
     ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), x.data(), nb, prod.data());
     double e2 = 0;
-    for (int kernel : {0, 2, 3, 4, 5, 6, 7}) {  // 2..6 streaming, configuration 0..4; 7 lean W4
+    // 2..6 streaming, configuration 0..4; 7 lean W4; 8 tensor-core W4 (batch 1)
+    for (int kernel : {0, 2, 3, 4, 5, 6, 7, 8, 9}) {
       if (kernel >= 2 && nb != 1) continue;
       set_kernel_choice(kernel);
       DeviceBuffer Y2 = up(y0), O2(A(), int64_t(nb) * d * 2, "o");
@@ -845,8 +850,9 @@ TEST(prologue_norm_matches_cpu) {
       nin.gamma = G.as<float>();
       nin.eps = 1e-5f;
       double e = 0, es = 0;
-      for (int config = 0; config < 6; ++config) {  // 5: the lean 4-bit kernel where it applies
-        set_qgemv_nb1_kernel(config < 5 ? 2 : 3, config < 5 ? config : -1);
+      // 5: the lean 4-bit kernel where it applies, 6: its tensor-core scheme, 7: the default
+      for (int config = 0; config < 8; ++config) {
+        set_qgemv_nb1_kernel(config < 5 ? 2 : config - 2, config < 5 ? config : -1);
         CHECK(packed_norm_in_supported(q.view(), 1));
         DeviceBuffer Y = poisoned(size_t(2 * d)), H = poisoned(size_t(d));
         qgemv(q.view(), nullptr, d_in, 1, Y.as<float>(), 2 * d, false, nullptr, nullptr, &nin);
@@ -895,7 +901,8 @@ TEST(lean_w4_step_tasks_match_reference) {
     nin.x = R.as<float>();
     nin.gamma = G.as<float>();
     nin.eps = 1e-5f;
-    set_qgemv_nb1_kernel(3);
+    for (int mode : {3, 4}) {  // 4: the tensor-core (MMA) scheme of the same kernel
+    set_qgemv_nb1_kernel(mode);
     std::vector<float> by_split[2];
     for (int split : {0, 1}) {
       set_qgemv4_ksplit(split != 0);
@@ -911,8 +918,8 @@ TEST(lean_w4_step_tasks_match_reference) {
                    en = rel_err(by_split[split], prod), eg = rel_err(h, gated);
       worst = std::max({worst, e, en});
       if (!(e < 2e-3 && en < 2e-3 && eg < 3e-3))
-        std::printf("  lean W4 %dx%d split %d: accumulate %.2e, norm %.2e, gated %.2e\n", d_out,
-                    d_in, split, e, en, eg);
+        std::printf("  lean W4 (mode %d) %dx%d split %d: accumulate %.2e, norm %.2e, gated %.2e\n",
+                    mode, d_out, d_in, split, e, en, eg);
       CHECK(e < 2e-3);
       CHECK(en < 2e-3);
       CHECK(eg < 3e-3);
@@ -920,10 +927,106 @@ TEST(lean_w4_step_tasks_match_reference) {
     // the two schedules add the same per-lane partial sums in different orders only
     std::vector<double> whole(by_split[0].begin(), by_split[0].end());
     CHECK(rel_err(by_split[1], whole) < 1e-5);
+    }
   }
   set_qgemv4_ksplit(true);
   set_qgemv_nb1_kernel(-1);
   std::printf("  worst lean W4 rel err on multi-step rows %.2e\n", worst);
+}
+
+TEST(tensor_core_w4_gemv_matches_reference) {
+  // The lean 4-bit kernel's tensor-core scheme (qgemv4_mma.cuh) against the float64 reference:
+  // row pairs with an odd last row (37 rows; SiLU pairs 65 and 150), segments of 128 columns with
+  // a partial last step (d_in 384, 1152, 11008 = 2.7 steps of 4096), groups of 128, 256 and a
+  // whole row, plain, accumulating, with the prologue norm, SiLU-gated and with the norm
+  // epilogue; on the whole GPU and on 16 and 3 multiprocessors (KSPLIT's shared memory past 48
+  // KB on 3: whole rows per warp). Its fp32 accumulation keeps plain products within 1e-4 of the
+  // reference where the SIMT kernel's fp16 partial sums reach ~1e-3 (packed_gemv_matches...).
+  int sms = 0;
+  HCI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  DeviceBuffer CNT(A(), 16, "counter");
+  HCI_CUDA(cudaMemset(CNT.get(), 0, 16));
+  double worst = 0;
+  {
+  set_qgemv_nb1_kernel(4);
+  for (int sm : {sms, 16, 3}) {
+    set_sm_count(sm);
+    for (auto [d_out, d_in, group] : {std::tuple{130, 384, 128}, {37, 1152, 128}, {300, 2048, 256},
+                                      {64, 4096, 4096}, {22016, 4096, 128}, {4096, 11008, 128}}) {
+      if (sm != sms && d_out < 4096) continue;
+      QData q = make_q(d_out, d_in, 4, group);
+      auto r = randn(size_t(d_in), 2.0f), gm = randn(size_t(d_in), 0.5f);
+      auto y0 = randn(size_t(d_out));
+      r[3] = 60.f;  // an outlier dimension
+      double ss = 0;
+      for (float v : r) ss += double(v) * v;
+      const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
+      std::vector<float> xn(r.size());
+      for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(gm[i]) * (double(r[i]) * inv));
+      const auto xb = round16(xn, DType::F16);  // (rounds xn in place)
+      std::vector<double> prod(static_cast<size_t>(d_out)), acc(static_cast<size_t>(d_out));
+      ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
+      for (int i = 0; i < d_out; ++i) acc[size_t(i)] = prod[size_t(i)] + y0[size_t(i)];
+      const int dff = d_out / 2;
+      std::vector<float> gated(size_t(dff), 0.f);
+      for (int j = 0; j < dff; ++j) {
+        const double a = prod[size_t(j)], b = prod[size_t(dff + j)];
+        gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
+      }
+      std::vector<float> normed(acc.begin(), acc.end()), nref(acc.size());
+      hci::rmsnorm(normed.data(), gm.data(), nref.data(), 1, d_out, 1e-5);
+      DeviceBuffer X = up(xb), R = up(r), G = up(gm);
+      NormIn nin;
+      nin.x = R.as<float>();
+      nin.gamma = G.as<float>();
+      nin.eps = 1e-5f;
+      DeviceBuffer Y = poisoned(size_t(d_out)), Ya = up(y0), Yn = poisoned(size_t(d_out));
+      DeviceBuffer H = poisoned(size_t(dff));
+      qgemv(q.view(), X.get(), d_in, 1, Y.as<float>(), d_out, false, nullptr);
+      qgemv(q.view(), nullptr, d_in, 1, Yn.as<float>(), d_out, false, nullptr, nullptr, &nin);
+      if (d_out % 2 == 0)  // (gate rows, then as many up rows)
+        CHECK(qgemv_silu(q.view(), dff, nullptr, d_in, 1, H.get(), dff, nullptr, &nin));
+      const double e = rel_err(down<float>(Y, size_t(d_out)), prod);
+      const double en = rel_err(down<float>(Yn, size_t(d_out)), prod);
+      auto hb = down<uint16_t>(H, size_t(dff));
+      std::vector<float> h(hb.size());
+      for (size_t i = 0; i < h.size(); ++i) h[i] = host_f16_to_f32(hb[i]);
+      const double eg = d_out % 2 == 0 ? rel_err(h, gated) : 0.0;
+      // accumulate, then the norm epilogue (gamma of d_out values: the first d_out of gm)
+      double ea = 0, ee = 0;
+      if (d_out <= d_in) {
+        NormEpilogue ne;
+        ne.counter = CNT.as<unsigned>();
+        ne.gamma = G.as<float>();
+        ne.eps = 1e-5f;
+        DeviceBuffer O(A(), int64_t(d_out) * 2, "o");
+        ne.out = O.get();
+        qgemv(q.view(), X.get(), d_in, 1, Ya.as<float>(), d_out, true, nullptr, &ne);
+        ea = rel_err(down<float>(Ya, size_t(d_out)), acc);
+        auto ob = down<uint16_t>(O, size_t(d_out));
+        std::vector<float> o(ob.size());
+        for (size_t i = 0; i < o.size(); ++i) o[i] = host_f16_to_f32(ob[i]);
+        ee = rel_err(o, nref);
+      }
+      worst = std::max({worst, e, ea});
+      if (!(e < 1e-4 && en < 1e-3 && ea < 1e-4 && eg < 2e-3 && ee < 2e-3))
+        std::printf("  tensor-core W4 %dx%d g%d on %d SMs: plain %.2e, norm %.2e, gated %.2e, "
+                    "accumulate %.2e, epilogue %.2e\n",
+                    d_out, d_in, group, sm, e, en, eg, ea, ee);
+      CHECK(e < 1e-4);
+      CHECK(en < 1e-3);
+      CHECK(eg < 2e-3);
+      CHECK(ea < 1e-4);
+      CHECK(ee < 2e-3);
+    }
+  }
+  }
+  unsigned cnt = 1;
+  HCI_CUDA(cudaMemcpy(&cnt, CNT.get(), 4, cudaMemcpyDeviceToHost));
+  CHECK(cnt == 0);
+  set_sm_count(sms);
+  set_qgemv_nb1_kernel(-1);
+  std::printf("  worst tensor-core W4 rel err %.2e (plain and accumulating; fp32 sums)\n", worst);
 }
 
 TEST(nll_and_argmax_match_cpu) {

@@ -213,9 +213,10 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     sm_count_ = partition_ ? partition_->sms() : sms;
     set_sm_count(sm_count_);  // persistent kernels size their grids by it
     // batch-1 packed GEMV kernel: 0 tensor-core, 1 SIMT, 2 streaming, "2:N" streaming with
-    // configuration N, 3 the lean 4-bit kernel (else streaming); unset = library default (3)
+    // configuration N, 3 the lean 4-bit kernel (else streaming), 4 the lean kernel's tensor-core
+    // scheme, 5 that for rows longer than one step only; unset = library default (5)
     const char* simt = std::getenv("HCINFER_QGEMV_SIMT");
-    const bool k_ok = simt && simt[0] >= '0' && simt[0] <= '3';
+    const bool k_ok = simt && simt[0] >= '0' && simt[0] <= '5';
     const bool c_ok = k_ok && simt[1] == ':' && simt[2] >= '0' && simt[2] <= '9';
     set_qgemv_nb1_kernel(k_ok ? simt[0] - '0' : -1, c_ok ? simt[2] - '0' : -1);
     // Decode fusions (measured on an H200, Llama-2-7B shapes): attention with RoPE and the KV

@@ -427,7 +427,7 @@ __device__ __forceinline__ uint32_t h2u(__half2 h) {
 
 __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                          uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
+  asm(  // (not volatile: a pure function of its operands, free to be scheduled)
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -884,12 +884,14 @@ void qgemv1_bits(int config, const PackedView& w, const void* x, float* y, bool 
 
 // Which kernel runs nb == 1 packed GEMVs: 0 = tensor-core (4/8-bit; others SIMT), 1 = SIMT,
 // 2 = streaming (above; falls back to 0 where not eligible), 3 = the lean 4-bit kernel where it
-// applies (qgemv4_eligible), else as 2. -1 = the library default (3).
+// applies (qgemv4_eligible), else as 2; 4 = the lean kernel with its dot products on the tensor
+// cores (qgemv4_mma.cuh; d_in a multiple of 128, else as 3), 5 = that for rows longer than one
+// step (d_in > 4096: Llama-2-7B's down) and 3 otherwise. -1 = the library default (5).
 // Default: the lean 4-bit kernel where it applies, else streaming, configuration 0 for 8-bit and
 // 3 for 2/3-bit; measured on an H200 (Llama-2-7B, batch-1 CUDA-graph decode,
 // results/throughput-h200/packed-nb1.md): streaming W4 345 vs 341 tok/s with the tensor-core
 // kernel, W8 312 vs 307, W3 313 vs 286, W2 360 vs 299; the lean W4 kernel: see qgemv4_kernel.
-constexpr int kDefaultNb1Kernel = 3;
+constexpr int kDefaultNb1Kernel = 5;
 int default_s1_config(int bits) { return bits == 2 || bits == 3 ? 3 : 0; }
 int g_nb1_kernel = -1;
 int g_s1_config = -1;  // streaming kernel configuration (-1: default)
@@ -897,14 +899,15 @@ int g_s1_config = -1;  // streaming kernel configuration (-1: default)
 bool qgemv4_eligible(const PackedView& w);
 template <bool SILU>
 void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
-                   const NormEpilogue& norm, cudaStream_t s);
+                   const NormEpilogue& norm, bool mma, cudaStream_t s);
 
 template <bool SILU>
 void qgemv1_dispatch(int config, const PackedView& w, const void* x, float* y, bool acc, int pair,
                      void* h, const NormEpilogue& norm, cudaStream_t s) {
   const int mode = g_nb1_kernel >= 0 ? g_nb1_kernel : kDefaultNb1Kernel;
-  if (mode == 3 && g_packed_variant == 0 && qgemv4_eligible(w))
-    return launch_qgemv4<SILU>(w, x, y, acc, pair, h, norm, s);
+  if (mode >= 3 && g_packed_variant == 0 && qgemv4_eligible(w))
+    return launch_qgemv4<SILU>(w, x, y, acc, pair, h, norm,
+                               mode == 4 || (mode == 5 && w.d_in > 4096), s);
   switch (w.bits) {
     case 2: return qgemv1_bits<2, SILU>(config, w, x, y, acc, pair, h, norm, s);
     case 3: return qgemv1_bits<3, SILU>(config, w, x, y, acc, pair, h, norm, s);
@@ -1077,6 +1080,8 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
   return inv;
 }
 
+#include "qgemv4_mma.cuh"  // (uses q4_stage's constants and lop_or_magic)
+
 // KSPLIT (rows longer than one step of 32 U vectors per lane, e.g. Llama-2-7B's down: 344
 // vectors = 3 steps): without it a warp's unit is its whole row pair, the steps' loads wait for
 // the previous step's arithmetic (the registers hold one step) and down has one unit per warp, so
@@ -1087,12 +1092,26 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
 // steps of a row are added in step order (deterministic) and stored (SILU: gated). H100, W4 7B
 // batch 1, same call: 526.3 -> 532.7 tok/s (down's loop 2.08 -> 2.53 TB/s; q/k/v after it gives
 // back about half: down's blocks now end together and q/k/v's early loads delay its release).
-template <int RPW, int U, bool SILU, bool KSPLIT>
+//
+// MMA: the same loads, loop and schedule, with the dot products on the tensor cores
+// (mma.m16n8k16, fp32 accumulation; the "diagonal" scheme): lane L = (g, t) (g = L / 4, t = L % 4)
+// holds 16-byte vector L of a step block of each of the warp's two rows, i.e. lanes 4g..4g+3
+// together hold "segment" g, 128 consecutive columns (one group of 128 codes). Per code word i
+// of the vectors, A = (segment g of row 0 as A row g, of row 1 as A row g + 8), each register one
+// LOP3 of a word (1024 + q, or 1024 + 16 q: lo and hi MMAs, see qgemv4_mma.cuh), and B column n =
+// x of segment n (lane (n, t) supplies its own columns). Only C[g][g] (row 0) and C[g + 8][g]
+// (row 1) are used: segment g's dot products, each in lane (g, g / 2) (c0/c2 for even g, c1/c3
+// for odd g). The offsets 1024 S + z S come off per segment in fp32 with its group's scale, from
+// x staged plainly by mma_stage. Per 16-byte vector ~48 instructions instead of ~77 (SASS), and x
+// needs no per-chunk exponent. Each vector's registers take the next unit's loads as soon as its
+// codes are unpacked (the MMAs' dependent chains stall the warp's in-order issue).
+template <int RPW, int U, bool SILU, bool KSPLIT, bool MMA>
 __global__ void __launch_bounds__(kQ4Threads, 1)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
                   int accumulate, int pair, __half* __restrict__ H, int gshift5,
                   NormEpilogue norm, NormIn nin, uint32_t magic, int early, int tag) {
   static_assert(!SILU || RPW == 2, "SILU pairs two rows");
+  static_assert(!MMA || RPW == 2, "the MMA scheme takes two rows per warp");
   // dynamic shared memory: [4][d_in / 32] pieces of x' (piece-major), [d_in / 32] 2^e;
   // KSPLIT: then the tasks' sums [u1 - u0][steps of a row][RPW]
   extern __shared__ uint4 xs[];
@@ -1159,13 +1178,126 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
   }
   pdl_wait();  // weights are constant; x and y come from earlier kernels
   kstamp_at(&kslot, 1);
-  const float inv = q4_stage(w, X, nin, ga0, gb0, xs, xsc, red);
+  // (MMA: the chunk sums of 128 columns as float2 where the exponents were: d_in / 16 bytes of
+  // the d_in / 8)
+  float2* ks = reinterpret_cast<float2*>(xsc);
+  const float inv = MMA ? mma_stage(w, X, nin, ga0, gb0, xs, ks, red)
+                        : q4_stage(w, X, nin, ga0, gb0, xs, xsc, red);
   kstamp_at(&kslot, 2);
   const __half2 r16 = __float2half2_rn(0.0625f);
   const uint4* xl = xs + lane;
   const float* xscl = xsc + lane;
+  const int g8 = lane >> 2;                     // MMA: the lane's segment
+  const bool diag = (lane & 3) == (g8 >> 1);    // MMA: holds C[g][g] (and C[g + 8][g])
+  const bool odd = (g8 & 1) != 0;               // ... in c1 / c3 rather than c0 / c2
+  const int nchunks = w.d_in >> 7;
+  // MMA: acc[r] += segment g8's dot products of step kb (lane (g8, g8 / 2) only); after unpacking
+  // vector u the lane calls reload(u) (the next unit's vector u into q[u]; its szw after the
+  // shuffles: reload(-1))
+  auto step_mma = [&](int kb, float (&acc)[RPW], auto&& reload) {
+    uint32_t sz[U][RPW];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < RPW; ++r)
+        sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + 4 * g8) >> gshift5);
+    reload(-1);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (kb + u * 32 >= steps) {  // (uniform)
+        reload(u);
+        continue;
+      }
+#ifdef HCI_Q4_NOMATH  // timing experiment only: the loads without the arithmetic
+      acc[0] += float((q[u][0].x ^ q[u][1].w ^ sz[u][0] ^ sz[u][1]) & 7u);
+      reload(u);
+      continue;
+#endif
+      uint32_t alo[4][4], ahi[4][4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t va = reinterpret_cast<const uint32_t*>(&q[u][0])[i];
+        const uint32_t vb = reinterpret_cast<const uint32_t*>(&q[u][1])[i];
+        const uint32_t va8 = va >> 8, vb8 = vb >> 8;
+        alo[i][0] = lop_or_magic<0x000F000Fu>(va, magic);
+        alo[i][1] = lop_or_magic<0x000F000Fu>(vb, magic);
+        alo[i][2] = lop_or_magic<0x000F000Fu>(va8, magic);
+        alo[i][3] = lop_or_magic<0x000F000Fu>(vb8, magic);
+        ahi[i][0] = lop_or_magic<0x00F000F0u>(va, magic);
+        ahi[i][1] = lop_or_magic<0x00F000F0u>(vb, magic);
+        ahi[i][2] = lop_or_magic<0x00F000F0u>(va8, magic);
+        ahi[i][3] = lop_or_magic<0x00F000F0u>(vb8, magic);
+      }
+      reload(u);
+      // (lanes past the row's end read the last vector's x: their segments are not used)
+      const uint4* xp = xs + min(kb + u * 32 + lane, steps - 1);
+      float clo[4], chi[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint4 xv = xp[i * steps];  // x of columns 8i..8i+7 as pairs (01, 45, 23, 67)
+        if (i == 0) {
+          mma16816_zero(clo, alo[i][0], alo[i][1], alo[i][2], alo[i][3], xv.x, xv.y);
+          mma16816_zero(chi, ahi[i][0], ahi[i][1], ahi[i][2], ahi[i][3], xv.z, xv.w);
+        } else {
+          mma16816(clo, alo[i][0], alo[i][1], alo[i][2], alo[i][3], xv.x, xv.y);
+          mma16816(chi, ahi[i][0], ahi[i][1], ahi[i][2], ahi[i][3], xv.z, xv.w);
+        }
+      }
+      const int chunk = min(((kb + u * 32) >> 2) + g8, nchunks - 1);
+      const float2 k = ks[chunk];  // (1024 S_lo + 64 S_hi, S_lo + S_hi)
+      const float2 za = __half22float2(as_half2(sz[u][0]));  // (scale, zero)
+      const float2 zb = __half22float2(as_half2(sz[u][1]));
+      const float la = odd ? clo[1] : clo[0], ha = odd ? chi[1] : chi[0];
+      const float lb = odd ? clo[3] : clo[2], hb = odd ? chi[3] : chi[2];
+      const float da = fmaf(-za.y, k.y, fmaf(ha, 0.0625f, la) - k.x);
+      const float db = fmaf(-zb.y, k.y, fmaf(hb, 0.0625f, lb) - k.x);
+      if (kb + u * 32 + 4 * g8 < steps) {  // the segment is inside the row
+        acc[0] = fmaf(za.x, da, acc[0]);
+        acc[1] = fmaf(zb.x, db, acc[1]);
+      }
+    }
+  };
+  // MMA: the lanes that hold no diagonal entry add nothing to the warp sums
+  auto diag_only = [&](float (&acc)[RPW]) {
+    if constexpr (MMA) {
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) acc[r] = diag ? acc[r] : 0.f;
+    }
+  };
+  // the next task's loads into the registers the current step has unpacked (MMA); qrow/srow
+  // already point at it, kbn is its step
+  auto reload_at = [&](int kbn) {
+    return [&, kbn](int u) {
+      if (u < 0) {
+        const int gi = (kbn >> gshift5) + lane;
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) szw[r] = gi < n_groups ? __ldg(srow[r] + gi) : 0u;
+        return;
+      }
+#pragma unroll
+      for (int r = 0; r < RPW; ++r)
+        if (kbn + u * 32 + lane < steps) q[u][r] = __ldcs(qrow[r] + u * 32);
+    };
+  };
+  auto no_reload = [](int) {};
+  auto advance = [&]() {  // as load() leaves the row pointers
+#pragma unroll
+    for (int r = 0; r < RPW; ++r) qrow[r] += 32 * U;
+  };
   // acc[r] += the lane's part of step kb of the unit's rows (its codes and pairs already loaded)
   auto step = [&](int kb, float (&acc)[RPW]) {
+#ifdef HCI_Q4_NOMATH  // timing experiment only: the loads without the arithmetic (wrong results)
+    {
+#pragma unroll
+      for (int r = 0; r < RPW; ++r) {
+        uint32_t m = szw[r];
+#pragma unroll
+        for (int u = 0; u < U; ++u) m ^= q[u][r].x ^ q[u][r].y ^ q[u][r].z ^ q[u][r].w;
+        acc[r] += float(m & 7u);
+      }
+      return;
+    }
+#endif
     uint32_t sz[U][RPW];  // the pairs of the lane's vectors (all lanes take part in the shuffles)
 #pragma unroll
     for (int u = 0; u < U; ++u)
@@ -1212,11 +1344,22 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
       float acc[RPW];
 #pragma unroll
       for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
-      step((t % nsteps) * kStep, acc);
       const int tn = t + kQ4Warps;
-      if (tn < tasks) {  // the next task's loads during the sums
-        rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
-        load((tn % nsteps) * kStep);
+      if constexpr (MMA) {
+        if (tn < tasks) {  // the next task's loads as this one's vectors are unpacked
+          rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
+          step_mma((t % nsteps) * kStep, acc, reload_at((tn % nsteps) * kStep));
+          advance();
+        } else {
+          step_mma((t % nsteps) * kStep, acc, no_reload);
+        }
+        diag_only(acc);
+      } else {
+        step((t % nsteps) * kStep, acc);
+        if (tn < tasks) {  // the next task's loads during the sums
+          rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
+          load((tn % nsteps) * kStep);
+        }
       }
 #pragma unroll
       for (int r = 0; r < RPW; ++r) {
@@ -1248,11 +1391,24 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
       float acc[RPW];
 #pragma unroll
       for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
+      bool rolled = false;
       for (int kb = 0; kb < steps; kb += kStep) {
         if (kb > 0) load(kb);
-        step(kb, acc);
+        if constexpr (MMA) {
+          if (kb + kStep >= steps && unit + nw < units) {  // last step: roll into the next unit
+            rows(unit + nw, 0);
+            step_mma(kb, acc, reload_at(0));
+            advance();
+            rolled = true;
+          } else {
+            step_mma(kb, acc, no_reload);
+          }
+        } else {
+          step(kb, acc);
+        }
       }
-      if (unit + nw < units) {  // the next unit's first loads during the sums
+      diag_only(acc);
+      if (!rolled && unit + nw < units) {  // the next unit's first loads during the sums
         rows(unit + nw, 0);
         load(0);
       }
@@ -1280,16 +1436,16 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
   kstamp_at(&kslot, 4);
 }
 
-template <bool SILU>
-void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
-                   const NormEpilogue& norm, cudaStream_t s) {
+template <bool SILU, bool MMA>
+void launch_qgemv4_as(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
+                      const NormEpilogue& norm, cudaStream_t s) {
   constexpr int RPW = 2, U = 4;
   const size_t smem = size_t(w.d_in) * 2 + size_t(w.d_in / 32) * 4;
   const int units = SILU ? pair : (w.d_out + RPW - 1) / RPW;
   const int gshift5 = exact_log2(w.group) - 5;  // (qgemv4_eligible: a power of two, 128..4096)
   const int nsteps = (w.d_in / 32 + 32 * U - 1) / (32 * U);
   if (g_q4_ksplit && nsteps > 1) {
-    auto kern = qgemv4_kernel<RPW, U, SILU, true>;
+    auto kern = qgemv4_kernel<RPW, U, SILU, true, MMA>;
     static int occ_cache[2] = {-1, 1};
     const int blocks = persistent_blocks(kern, kQ4Threads, smem, units * nsteps, occ_cache);
     const int per_block = (units + blocks - 1) / blocks;  // (u1 - u0 <= this)
@@ -1301,12 +1457,23 @@ void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int p
       return;
     }
   }
-  auto kern = qgemv4_kernel<RPW, U, SILU, false>;
+  auto kern = qgemv4_kernel<RPW, U, SILU, false, MMA>;
   static int occ_cache[2] = {-1, 1};
   const int blocks = persistent_blocks(kern, kQ4Threads, smem, units, occ_cache);
   launch_k("qgemv4", kern, dim3(blocks), dim3(kQ4Threads), smem, s, w,
            static_cast<const __half*>(x), y, int(acc), pair, static_cast<__half*>(h), gshift5,
            norm, g_norm_in, 0x64006400u, g_q4_early, next_stamp_tag());
+}
+
+// The MMA scheme needs whole segments of 128 columns.
+bool qgemv4_mma_eligible(const PackedView& w) { return qgemv4_eligible(w) && w.d_in % 128 == 0; }
+
+template <bool SILU>
+void launch_qgemv4(const PackedView& w, const void* x, float* y, bool acc, int pair, void* h,
+                   const NormEpilogue& norm, bool mma, cudaStream_t s) {
+  if (mma && qgemv4_mma_eligible(w))
+    return launch_qgemv4_as<SILU, true>(w, x, y, acc, pair, h, norm, s);
+  launch_qgemv4_as<SILU, false>(w, x, y, acc, pair, h, norm, s);
 }
 
 // The kernel of a packed GEMV of nb rows: 0 tensor-core, 1 SIMT, 2 streaming.
@@ -1360,7 +1527,7 @@ __global__ void dequant_kernel(PackedView w, int row0, int rows, __half* __restr
 
 void set_qgemv_simt_nb1(bool on) { g_nb1_kernel = on ? 1 : -1; }
 void set_qgemv_nb1_kernel(int kernel, int config) {
-  g_nb1_kernel = kernel >= 0 && kernel <= 3 ? kernel : -1;
+  g_nb1_kernel = kernel >= 0 && kernel <= 5 ? kernel : -1;
   g_s1_config = config >= 0 && config < kS1Configs ? config : -1;
 }
 void set_sm_count(int n) { g_sm_count = n > 0 ? n : 132; }
