@@ -369,7 +369,7 @@ QData make_q(int d_out, int d_in, int bits, int group) {
 namespace {
 // Batch-1 packed kernel choice by test index: 0 tensor-core, 1 SIMT, 2..6 the streaming kernel
 // in configuration 0..4, 7 the lean 4-bit kernel (the streaming one where it does not apply), 8
-// the lean kernel's tensor-core scheme, 9 that scheme for rows longer than 4096 only (default).
+// the lean kernel's tensor-core scheme, 9 that scheme for rows longer than 4096 only.
 void set_kernel_choice(int kernel) {
   if (kernel == 7) return set_qgemv_nb1_kernel(3);
   if (kernel == 8) return set_qgemv_nb1_kernel(4);
@@ -850,7 +850,7 @@ TEST(prologue_norm_matches_cpu) {
       nin.gamma = G.as<float>();
       nin.eps = 1e-5f;
       double e = 0, es = 0;
-      // 5: the lean 4-bit kernel where it applies, 6: its tensor-core scheme, 7: the default
+      // 5: the lean 4-bit kernel where it applies, 6: its tensor-core scheme, 7: that on d_in > 4096
       for (int config = 0; config < 8; ++config) {
         set_qgemv_nb1_kernel(config < 5 ? 2 : config - 2, config < 5 ? config : -1);
         CHECK(packed_norm_in_supported(q.view(), 1));

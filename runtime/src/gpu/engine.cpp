@@ -214,7 +214,7 @@ void GpuModel::init(const Shape& shape, const std::vector<LinearFormat>& formats
     set_sm_count(sm_count_);  // persistent kernels size their grids by it
     // batch-1 packed GEMV kernel: 0 tensor-core, 1 SIMT, 2 streaming, "2:N" streaming with
     // configuration N, 3 the lean 4-bit kernel (else streaming), 4 the lean kernel's tensor-core
-    // scheme, 5 that for rows longer than one step only; unset = library default (5)
+    // scheme, 5 that for rows longer than one step only; unset = library default (3)
     const char* simt = std::getenv("HCINFER_QGEMV_SIMT");
     const bool k_ok = simt && simt[0] >= '0' && simt[0] <= '5';
     const bool c_ok = k_ok && simt[1] == ':' && simt[2] >= '0' && simt[2] <= '9';

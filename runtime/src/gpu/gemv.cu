@@ -886,12 +886,14 @@ void qgemv1_bits(int config, const PackedView& w, const void* x, float* y, bool 
 // 2 = streaming (above; falls back to 0 where not eligible), 3 = the lean 4-bit kernel where it
 // applies (qgemv4_eligible), else as 2; 4 = the lean kernel with its dot products on the tensor
 // cores (qgemv4_mma.cuh; d_in a multiple of 128, else as 3), 5 = that for rows longer than one
-// step (d_in > 4096: Llama-2-7B's down) and 3 otherwise. -1 = the library default (5).
+// step (d_in > 4096) and 3 otherwise. -1 = the library default (3). H100, W4 g128 batch 1, same
+// call, modes 5 / 3 / 4: Llama-2-7B 550.1 / 545.9 / 528.7 tok/s, Llama-3-8B 464.2 / 466.5 /
+// 461.4, Llama-2-13B 278.5 / 281.0 / 278.6: 5 helps 7B's down only, so 3 stays the default.
 // Default: the lean 4-bit kernel where it applies, else streaming, configuration 0 for 8-bit and
 // 3 for 2/3-bit; measured on an H200 (Llama-2-7B, batch-1 CUDA-graph decode,
 // results/throughput-h200/packed-nb1.md): streaming W4 345 vs 341 tok/s with the tensor-core
 // kernel, W8 312 vs 307, W3 313 vs 286, W2 360 vs 299; the lean W4 kernel: see qgemv4_kernel.
-constexpr int kDefaultNb1Kernel = 5;
+constexpr int kDefaultNb1Kernel = 3;
 int default_s1_config(int bits) { return bits == 2 || bits == 3 ? 3 : 0; }
 int g_nb1_kernel = -1;
 int g_s1_config = -1;  // streaming kernel configuration (-1: default)
@@ -1285,7 +1287,8 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
     for (int r = 0; r < RPW; ++r) qrow[r] += 32 * U;
   };
   // acc[r] += the lane's part of step kb of the unit's rows (its codes and pairs already loaded)
-  auto step = [&](int kb, float (&acc)[RPW]) {
+  // (reload as in step_mma: the next unit's vector u into q[u] once this step has used it)
+  auto step = [&](int kb, float (&acc)[RPW], auto&& reload) {
 #ifdef HCI_Q4_NOMATH  // timing experiment only: the loads without the arithmetic (wrong results)
     {
 #pragma unroll
@@ -1295,6 +1298,9 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
         for (int u = 0; u < U; ++u) m ^= q[u][r].x ^ q[u][r].y ^ q[u][r].z ^ q[u][r].w;
         acc[r] += float(m & 7u);
       }
+      reload(-1);
+#pragma unroll
+      for (int u = 0; u < U; ++u) reload(u);
       return;
     }
 #endif
@@ -1304,9 +1310,13 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
 #pragma unroll
       for (int r = 0; r < RPW; ++r)
         sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + lane) >> gshift5);
+    reload(-1);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (kb + u * 32 + lane >= steps) continue;
+      if (kb + u * 32 + lane >= steps) {
+        reload(u);
+        continue;
+      }
       uint4 xv[4];
 #pragma unroll
       for (int v = 0; v < 4; ++v) xv[v] = xl[v * steps + kb + u * 32];
@@ -1337,6 +1347,19 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
         const float2 f = __half22float2(__hadd2(p0, p1));  // |each| < 16 * 15
         acc[r] = fmaf(f.x + f.y, __low2float(szv) * xe, acc[r]);
       }
+      reload(u);
+    }
+  };
+  // The MMA steps reload each vector's registers as soon as it is unpacked; the SIMT steps issue
+  // the next unit's loads after all their sums: reloading them per vector too measured (H100, same
+  // call) Llama-2-7B 544.4-545.5 against 544.7-545.5 tok/s, Llama-3-8B 464.9-465.5 against
+  // 466.6-466.8, Llama-2-13B 270.4-270.6 against 280.7-281.2, 7B on 16 SMs 124.7 against 140.1.
+  constexpr bool kRoll = MMA;
+  auto run_step = [&](int kb, float (&acc)[RPW], auto&& reload) {
+    if constexpr (MMA) {
+      step_mma(kb, acc, reload);
+    } else {
+      step(kb, acc, reload);
     }
   };
   if constexpr (KSPLIT) {
@@ -1345,22 +1368,18 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
 #pragma unroll
       for (int r = 0; r < RPW; ++r) acc[r] = 0.f;
       const int tn = t + kQ4Warps;
-      if constexpr (MMA) {
-        if (tn < tasks) {  // the next task's loads as this one's vectors are unpacked
-          rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
-          step_mma((t % nsteps) * kStep, acc, reload_at((tn % nsteps) * kStep));
-          advance();
-        } else {
-          step_mma((t % nsteps) * kStep, acc, no_reload);
-        }
-        diag_only(acc);
+      if (kRoll && tn < tasks) {  // the next task's loads as this one's vectors are used
+        rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
+        run_step((t % nsteps) * kStep, acc, reload_at((tn % nsteps) * kStep));
+        advance();
       } else {
-        step((t % nsteps) * kStep, acc);
+        run_step((t % nsteps) * kStep, acc, no_reload);
         if (tn < tasks) {  // the next task's loads during the sums
           rows(u0 + tn / nsteps, (tn % nsteps) * kStep);
           load((tn % nsteps) * kStep);
         }
       }
+      diag_only(acc);
 #pragma unroll
       for (int r = 0; r < RPW; ++r) {
         const float v = warp_sum(acc[r]);
@@ -1394,17 +1413,13 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
       bool rolled = false;
       for (int kb = 0; kb < steps; kb += kStep) {
         if (kb > 0) load(kb);
-        if constexpr (MMA) {
-          if (kb + kStep >= steps && unit + nw < units) {  // last step: roll into the next unit
-            rows(unit + nw, 0);
-            step_mma(kb, acc, reload_at(0));
-            advance();
-            rolled = true;
-          } else {
-            step_mma(kb, acc, no_reload);
-          }
+        if (kRoll && kb + kStep >= steps && unit + nw < units) {  // last step: roll into the next
+          rows(unit + nw, 0);
+          run_step(kb, acc, reload_at(0));
+          advance();
+          rolled = true;
         } else {
-          step(kb, acc);
+          run_step(kb, acc, no_reload);
         }
       }
       diag_only(acc);

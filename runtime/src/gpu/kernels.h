@@ -145,7 +145,7 @@ void set_qgemv_simt_nb1(bool on);
 // (x in shared memory, every bit width, d_in <= 23552), 3 = the lean 4-bit kernel (groups of
 // 128..4096, else 2), 4 = the lean kernel with its dot products on the tensor cores (d_in a
 // multiple of 128, else 3), 5 = 4 for rows longer than 4096 and 3 otherwise, anything else = the
-// library default (5);
+// library default (3);
 // config: the streaming kernel's configuration 0..4 (packed variants 6..10), -1 = default.
 void set_qgemv_nb1_kernel(int kernel, int config = -1);
 // Multiprocessors of the device (sizes the tensor-core kernel's K split; default 132).

@@ -14,8 +14,9 @@
 // The offsets are removed after exact products and fp32 sums: worst relative error 3.7e-5 against
 // the float64 reference, where the SIMT kernel's fp16 partial sums reach 1.0e-3 (test_gpu_kernels). Measured
 // (H100, same calls): the MMA scheme on every product 529-531 tok/s against 545 for the SIMT dot
-// products; on the rows longer than one step only (down, with KSPLIT) 549.6-550.1: that is the
-// default (results/decode-profile/README.md, with the variants that were dropped).
+// products; on the rows longer than one step only (down, with KSPLIT) 549.6-550.8, but Llama-3-8B
+// 464.2 against 466.5 and Llama-2-13B 278.5 against 281.0 that way: an option (HCINFER_QGEMV_SIMT
+// 4 or 5), not the default (results/decode-profile/README.md, with the variants that were dropped).
 
 // Stages x (fp16, piece-major as q4_stage) into xs and the chunk sums into ks; with NormIn, x is
 // gamma * residual rounded to fp16 and the norm's scale rsqrt(mean(residual²) + eps) is returned
