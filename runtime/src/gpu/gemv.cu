@@ -1106,7 +1106,8 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
 // for odd g). The offsets 1024 S + z S come off per segment in fp32 with its group's scale, from
 // x staged plainly by mma_stage. Per 16-byte vector ~48 instructions instead of ~77 (SASS), and x
 // needs no per-chunk exponent. Each vector's registers take the next unit's loads as soon as its
-// codes are unpacked (the MMAs' dependent chains stall the warp's in-order issue).
+// codes are unpacked, before its MMAs (in a separate tile kernel of results/decode-profile/attempts
+// that took 521.6 -> 531 tok/s). Modes 4 and 5 of the batch-1 dispatch (qgemv1_dispatch).
 template <int RPW, int U, bool SILU, bool KSPLIT, bool MMA>
 __global__ void __launch_bounds__(kQ4Threads, 1)
     qgemv4_kernel(PackedView w, const __half* __restrict__ X, float* __restrict__ Y,
