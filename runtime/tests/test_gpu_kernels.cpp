@@ -872,6 +872,46 @@ TEST(prologue_norm_matches_cpu) {
     }
 }
 
+namespace {
+// A batch-1 W4 product's random inputs and float64 expectations: residual r, the norm's gamma g
+// (x = fp16(g * rmsnorm(r)), as the separate norm kernel would store it: xb its fp16 bits), y0 to
+// accumulate into; prod = W x, acc = y0 + prod, gated = silu(prod[j]) * prod[d_out / 2 + j].
+// outlier != 0: r[3] = outlier (an outlier dimension, as in real residual streams).
+struct W4Case {
+  QData q;
+  std::vector<float> r, g, y0, gated;
+  std::vector<uint16_t> xb;
+  std::vector<double> prod, acc;
+};
+
+W4Case w4_case(int d_out, int d_in, int group, float r_scale, float outlier = 0.f) {
+  W4Case c;
+  c.q = make_q(d_out, d_in, 4, group);
+  c.r = randn(size_t(d_in), r_scale);
+  c.g = randn(size_t(d_in), 0.5f);
+  c.y0 = randn(size_t(d_out));
+  if (outlier != 0.f) c.r[3] = outlier;
+  double ss = 0;
+  for (float v : c.r) ss += double(v) * v;
+  const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
+  std::vector<float> xn(c.r.size());
+  for (size_t i = 0; i < c.r.size(); ++i) xn[i] = float(double(c.g[i]) * (double(c.r[i]) * inv));
+  c.xb = round16(xn, DType::F16);  // (rounds xn in place)
+  c.prod.resize(size_t(d_out));
+  c.acc.resize(size_t(d_out));
+  ref_qgemv(c.q.s, c.q.codes.data(), c.q.scales.data(), c.q.zeros.data(), xn.data(), 1,
+            c.prod.data());
+  for (int i = 0; i < d_out; ++i) c.acc[size_t(i)] = c.prod[size_t(i)] + c.y0[size_t(i)];
+  const int dff = d_out / 2;
+  c.gated.assign(size_t(dff), 0.f);
+  for (int j = 0; j < dff; ++j) {
+    const double a = c.prod[size_t(j)], b = c.prod[size_t(dff + j)];
+    c.gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
+  }
+  return c;
+}
+}  // namespace
+
 TEST(lean_w4_step_tasks_match_reference) {
   // The lean 4-bit kernel on rows longer than one step (32 x 4 vectors of 32 codes = 4096), with
   // the steps as separate tasks (KSPLIT, default) and as whole rows per warp: Llama-2-7B's down
@@ -879,24 +919,12 @@ TEST(lean_w4_step_tasks_match_reference) {
   // grid of a few blocks (37 rows); plain with accumulate, with the prologue norm, SiLU-gated.
   double worst = 0;
   for (auto [d_out, d_in] : {std::pair{4096, 11008}, {300, 5120}, {38, 4608}}) {
-    QData q = make_q(d_out, d_in, 4, 128);
-    auto r = randn(size_t(d_in), 2.0f), g = randn(size_t(d_in), 0.5f), y0 = randn(size_t(d_out));
-    double ss = 0;
-    for (float v : r) ss += double(v) * v;
-    const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
-    std::vector<float> xn(r.size());
-    for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(g[i]) * (double(r[i]) * inv));
-    const auto xb = round16(xn, DType::F16);  // (rounds xn in place)
-    std::vector<double> prod(static_cast<size_t>(d_out)), acc(static_cast<size_t>(d_out));
-    ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
-    for (int i = 0; i < d_out; ++i) acc[size_t(i)] = prod[size_t(i)] + y0[size_t(i)];
+    const W4Case c = w4_case(d_out, d_in, 128, 2.0f);
+    const QData& q = c.q;
+    const auto &y0 = c.y0, &gated = c.gated;
+    const auto &prod = c.prod, &acc = c.acc;
     const int dff = d_out / 2;
-    std::vector<float> gated(size_t(dff), 0.f);
-    for (int j = 0; j < dff; ++j) {
-      const double a = prod[size_t(j)], b = prod[size_t(dff + j)];
-      gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
-    }
-    DeviceBuffer X = up(xb), R = up(r), G = up(g);
+    DeviceBuffer X = up(c.xb), R = up(c.r), G = up(c.g);
     NormIn nin;
     nin.x = R.as<float>();
     nin.gamma = G.as<float>();
@@ -939,8 +967,8 @@ TEST(tensor_core_w4_gemv_matches_reference) {
   // row pairs with an odd last row (37 rows; SiLU pairs 65 and 150), segments of 128 columns with
   // a partial last step (d_in 384, 1152, 11008 = 2.7 steps of 4096), groups of 128, 256 and a
   // whole row, plain, accumulating, with the prologue norm, SiLU-gated and with the norm
-  // epilogue; on the whole GPU and on 16 and 3 multiprocessors (KSPLIT's shared memory past 48
-  // KB on 3: whole rows per warp). Its fp32 accumulation keeps plain products within 1e-4 of the
+  // epilogue; on the whole GPU and on 16 and 3 multiprocessors (persistent grids of fewer
+  // blocks: more units per warp, more KSPLIT tasks per block). Its fp32 accumulation keeps plain products within 1e-4 of the
   // reference where the SIMT kernel's fp16 partial sums reach ~1e-3 (packed_gemv_matches...).
   int sms = 0;
   HCI_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -954,28 +982,14 @@ TEST(tensor_core_w4_gemv_matches_reference) {
     for (auto [d_out, d_in, group] : {std::tuple{130, 384, 128}, {37, 1152, 128}, {300, 2048, 256},
                                       {64, 4096, 4096}, {22016, 4096, 128}, {4096, 11008, 128}}) {
       if (sm != sms && d_out < 4096) continue;
-      QData q = make_q(d_out, d_in, 4, group);
-      auto r = randn(size_t(d_in), 2.0f), gm = randn(size_t(d_in), 0.5f);
-      auto y0 = randn(size_t(d_out));
-      r[3] = 60.f;  // an outlier dimension
-      double ss = 0;
-      for (float v : r) ss += double(v) * v;
-      const double inv = 1.0 / std::sqrt(ss / d_in + 1e-5);
-      std::vector<float> xn(r.size());
-      for (size_t i = 0; i < r.size(); ++i) xn[i] = float(double(gm[i]) * (double(r[i]) * inv));
-      const auto xb = round16(xn, DType::F16);  // (rounds xn in place)
-      std::vector<double> prod(static_cast<size_t>(d_out)), acc(static_cast<size_t>(d_out));
-      ref_qgemv(q.s, q.codes.data(), q.scales.data(), q.zeros.data(), xn.data(), 1, prod.data());
-      for (int i = 0; i < d_out; ++i) acc[size_t(i)] = prod[size_t(i)] + y0[size_t(i)];
+      const W4Case c = w4_case(d_out, d_in, group, 2.0f, 60.f);
+      const QData& q = c.q;
+      const auto &y0 = c.y0, &gated = c.gated;
+      const auto &prod = c.prod, &acc = c.acc;
       const int dff = d_out / 2;
-      std::vector<float> gated(size_t(dff), 0.f);
-      for (int j = 0; j < dff; ++j) {
-        const double a = prod[size_t(j)], b = prod[size_t(dff + j)];
-        gated[size_t(j)] = float(a / (1.0 + std::exp(-a)) * b);
-      }
       std::vector<float> normed(acc.begin(), acc.end()), nref(acc.size());
-      hci::rmsnorm(normed.data(), gm.data(), nref.data(), 1, d_out, 1e-5);
-      DeviceBuffer X = up(xb), R = up(r), G = up(gm);
+      hci::rmsnorm(normed.data(), c.g.data(), nref.data(), 1, d_out, 1e-5);
+      DeviceBuffer X = up(c.xb), R = up(c.r), G = up(c.g);
       NormIn nin;
       nin.x = R.as<float>();
       nin.gamma = G.as<float>();
@@ -992,7 +1006,7 @@ TEST(tensor_core_w4_gemv_matches_reference) {
       std::vector<float> h(hb.size());
       for (size_t i = 0; i < h.size(); ++i) h[i] = host_f16_to_f32(hb[i]);
       const double eg = d_out % 2 == 0 ? rel_err(h, gated) : 0.0;
-      // accumulate, then the norm epilogue (gamma of d_out values: the first d_out of gm)
+      // accumulate, then the norm epilogue (gamma of d_out values: the first d_out of c.g)
       double ea = 0, ee = 0;
       if (d_out <= d_in) {
         NormEpilogue ne;

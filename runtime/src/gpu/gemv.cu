@@ -989,19 +989,17 @@ __device__ __forceinline__ uint32_t lop_or_magic(uint32_t v, uint32_t magic) {
   return r;
 }
 
-// The lean kernels' prologue after the PDL wait (every thread of the block): stages
-// x' = x * 2^-e per 32-element chunk into xs (piece-major) and 2^e into xsc; with NormIn, x is
-// gamma * residual and the norm's scale rsqrt(mean(residual²) + eps) is returned (else 1).
-// ga0/gb0: this thread's first 8 gamma values, loaded before the wait.
-__device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __restrict__ X,
-                                          const NormIn& nin, float4 ga0, float4 gb0, uint4* xs,
-                                          float* xsc, float* red) {
-  const int lane = threadIdx.x & 31;
-  const int steps = w.d_in >> 5;
-  // x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk); with NormIn x is
-  // gamma * residual (rounded to fp16, as the separate norm kernel would round its output) and the
-  // residual's sum of squares is reduced on the way. Every block stages all of x, so this runs on
-  // every multiprocessor: exponents by bit operations, scaling by exact powers of two.
+// The lean kernels' prologue after the PDL wait (every thread of the block): the input row x as
+// fp16 pieces of 8 columns, each handed to store(i, o) (piece i, o = 0 past the row's end; every
+// thread calls it the same number of times, so it may shuffle); with NormIn, x is gamma *
+// residual (rounded to fp16, as the separate norm kernel would round its output), the residual's
+// sum of squares is reduced on the way and the norm's scale rsqrt(mean(residual²) + eps) is
+// returned (else 1). ga0/gb0: this thread's first 8 gamma values, loaded before the wait. Every
+// block stages all of x, so this runs on every multiprocessor.
+template <typename Store>
+__device__ __forceinline__ float q4_stage_pieces(const PackedView& w, const __half* __restrict__ X,
+                                                 const NormIn& nin, float4 ga0, float4 gb0,
+                                                 float* red, Store&& store) {
   const int n16 = w.d_in >> 3;
   float ss = 0.f;
   // fp16 input (no NormIn): every piece's load issued before the first is used (d_in 11008 takes
@@ -1016,11 +1014,11 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
     }
   }
 #pragma unroll
-  for (int it = 0; it < kStageRounds; ++it) {  // uniform trip count: shuffles below
+  for (int it = 0; it < kStageRounds; ++it) {  // uniform trip count (store may shuffle)
     const int i0 = it * kQ4Threads;
     if (i0 >= n16) break;
     const int i = i0 + threadIdx.x;
-    float v[8];
+    uint4 o = make_uint4(0, 0, 0, 0);
     if (i < n16) {
       if (nin.gamma) {
         const float4* r4 = reinterpret_cast<const float4*>(nin.x) + 2 * i;
@@ -1029,24 +1027,48 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
         const float4 ga = i0 == 0 ? ga0 : __ldg(g4), gb = i0 == 0 ? gb0 : __ldg(g4 + 1);
         ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z +
               b.w * b.w;
-        const float2 f0 = __half22float2(__floats2half2_rn(ga.x * a.x, ga.y * a.y));
-        const float2 f1 = __half22float2(__floats2half2_rn(ga.z * a.z, ga.w * a.w));
-        const float2 f2 = __half22float2(__floats2half2_rn(gb.x * b.x, gb.y * b.y));
-        const float2 f3 = __half22float2(__floats2half2_rn(gb.z * b.z, gb.w * b.w));
-        v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
-        v[4] = f2.x; v[5] = f2.y; v[6] = f3.x; v[7] = f3.y;
+        __half2* oh = reinterpret_cast<__half2*>(&o);
+        oh[0] = __floats2half2_rn(ga.x * a.x, ga.y * a.y);
+        oh[1] = __floats2half2_rn(ga.z * a.z, ga.w * a.w);
+        oh[2] = __floats2half2_rn(gb.x * b.x, gb.y * b.y);
+        oh[3] = __floats2half2_rn(gb.z * b.z, gb.w * b.w);
       } else {
-        const __half2* h = reinterpret_cast<const __half2*>(&xraw[it]);
-#pragma unroll
-        for (int t = 0; t < 4; ++t) {
-          const float2 f = __half22float2(h[t]);
-          v[2 * t] = f.x;
-          v[2 * t + 1] = f.y;
-        }
+        o = xraw[it];
       }
-    } else {
+    }
+    store(i, o);
+  }
+  if (nin.gamma) {
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+  }
+  __syncthreads();  // the staged x and the warps' sums of squares
+  float inv = 1.f;  // the norm's scale, applied to the row sums
+  if (nin.gamma) {
+    ss = 0.f;
 #pragma unroll
-      for (int t = 0; t < 8; ++t) v[t] = 0.f;
+    for (int k = 0; k < kQ4Warps; ++k) ss += red[k];
+    inv = rsqrtf(ss / float(w.d_in) + nin.eps);
+  }
+  return inv;
+}
+
+// The SIMT kernel's staging: x' = x * 2^-e per 32-element chunk (4 consecutive threads per chunk;
+// exponents by bit operations, scaling by exact powers of two) into xs (piece-major) and 2^e
+// into xsc; returns the NormIn scale (q4_stage_pieces).
+__device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __restrict__ X,
+                                          const NormIn& nin, float4 ga0, float4 gb0, uint4* xs,
+                                          float* xsc, float* red) {
+  const int steps = w.d_in >> 5;
+  const int n16 = w.d_in >> 3;
+  return q4_stage_pieces(w, X, nin, ga0, gb0, red, [&](int i, const uint4& o) {
+    const __half2* h = reinterpret_cast<const __half2*>(&o);
+    float v[8];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      const float2 f = __half22float2(h[t]);
+      v[2 * t] = f.x;
+      v[2 * t + 1] = f.y;
     }
     float m = 0.f;
 #pragma unroll
@@ -1058,28 +1080,14 @@ __device__ __forceinline__ float q4_stage(const PackedView& w, const __half* __r
     const int e = m > 0.f ? ((__float_as_int(m) >> 23) & 0xFF) - 126 : 0;
     if (i < n16) {
       const float down = __int_as_float((127 - e) << 23);
-      uint4 o;
-      __half2* oh = reinterpret_cast<__half2*>(&o);
+      uint4 s;
+      __half2* sh = reinterpret_cast<__half2*>(&s);
 #pragma unroll
-      for (int t = 0; t < 4; ++t) oh[t] = __floats2half2_rn(v[2 * t] * down, v[2 * t + 1] * down);
-      xs[(i & 3) * steps + (i >> 2)] = o;
+      for (int t = 0; t < 4; ++t) sh[t] = __floats2half2_rn(v[2 * t] * down, v[2 * t + 1] * down);
+      xs[(i & 3) * steps + (i >> 2)] = s;
       if ((i & 3) == 0) xsc[i >> 2] = __int_as_float((127 + e) << 23);
     }
-  }
-  if (nin.gamma) {
-    ss = warp_sum(ss);
-    if (lane == 0) red[threadIdx.x >> 5] = ss;
-  }
-  __syncthreads();  // x' and the warps' sums of squares
-  float inv = 1.f;  // the norm's scale, applied to the row sums
-  if (nin.gamma) {
-    ss = 0.f;
-#pragma unroll
-    for (int k = 0; k < kQ4Warps; ++k) ss += red[k];
-    inv = rsqrtf(ss / float(w.d_in) + nin.eps);
-  }
-
-  return inv;
+  });
 }
 
 #include "qgemv4_mma.cuh"  // (uses q4_stage's constants and lop_or_magic)
@@ -1288,8 +1296,7 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
     for (int r = 0; r < RPW; ++r) qrow[r] += 32 * U;
   };
   // acc[r] += the lane's part of step kb of the unit's rows (its codes and pairs already loaded)
-  // (reload as in step_mma: the next unit's vector u into q[u] once this step has used it)
-  auto step = [&](int kb, float (&acc)[RPW], auto&& reload) {
+  auto step = [&](int kb, float (&acc)[RPW]) {
 #ifdef HCI_Q4_NOMATH  // timing experiment only: the loads without the arithmetic (wrong results)
     {
 #pragma unroll
@@ -1299,9 +1306,6 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
         for (int u = 0; u < U; ++u) m ^= q[u][r].x ^ q[u][r].y ^ q[u][r].z ^ q[u][r].w;
         acc[r] += float(m & 7u);
       }
-      reload(-1);
-#pragma unroll
-      for (int u = 0; u < U; ++u) reload(u);
       return;
     }
 #endif
@@ -1311,13 +1315,9 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
 #pragma unroll
       for (int r = 0; r < RPW; ++r)
         sz[u][r] = __shfl_sync(0xffffffffu, szw[r], (u * 32 + lane) >> gshift5);
-    reload(-1);
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      if (kb + u * 32 + lane >= steps) {
-        reload(u);
-        continue;
-      }
+      if (kb + u * 32 + lane >= steps) continue;
       uint4 xv[4];
 #pragma unroll
       for (int v = 0; v < 4; ++v) xv[v] = xl[v * steps + kb + u * 32];
@@ -1348,7 +1348,6 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
         const float2 f = __half22float2(__hadd2(p0, p1));  // |each| < 16 * 15
         acc[r] = fmaf(f.x + f.y, __low2float(szv) * xe, acc[r]);
       }
-      reload(u);
     }
   };
   // The MMA steps reload each vector's registers as soon as it is unpacked; the SIMT steps issue
@@ -1360,7 +1359,7 @@ __global__ void __launch_bounds__(kQ4Threads, 1)
     if constexpr (MMA) {
       step_mma(kb, acc, reload);
     } else {
-      step(kb, acc, reload);
+      step(kb, acc);  // (kRoll is false: reload is no_reload)
     }
   };
   if constexpr (KSPLIT) {
